@@ -1,0 +1,106 @@
+//! `registry serve CONFIG`: run the registry. A shell around the library:
+//! parse arguments, load the config, set up logging, serve until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use registry::config::{Config, LogFormat};
+use registry::server::{self, App};
+
+#[derive(Parser)]
+#[command(
+    name = "registry",
+    version,
+    about = "An OCI distribution / Docker Registry v2 server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry described by CONFIG (a Distribution-compatible config.yml).
+    Serve {
+        /// Path to config.yml; REGISTRY_SECTION_KEY environment variables override it.
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match try_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("registry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    init_logging(&config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let listener = server::bind(&config)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.addr))?;
+        let addr = listener.local_addr()?;
+        let root = config.storage.rootdirectory.clone();
+        let app = App::new(config)
+            .with_context(|| format!("cannot open storage at {}", root.display()))?;
+        tracing::info!(
+            addr = %addr,
+            root = %root.display(),
+            repositories = app.store.index().repo_count(),
+            version = env!("CARGO_PKG_VERSION"),
+            "listening on {addr}"
+        );
+        server::serve(app, listener, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining requests in flight");
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let level = config.log.level.to_string();
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hyper=warn,h2=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.formatter {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    if !config.log.fields.is_empty() {
+        // Static fields: a process-wide span entered on the main thread only
+        // would miss worker threads, so log them once at start instead.
+        tracing::info!(fields = ?config.log.fields, "log fields");
+    }
+}

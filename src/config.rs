@@ -1,0 +1,1079 @@
+//! The configuration model: CNCF Distribution's `config.yml` schema, the
+//! `REGISTRY_SECTION_KEY` environment overrides, and validation.
+//!
+//! Loading goes in four steps, each with errors that name what is wrong:
+//! 1. the YAML text is parsed into a tree (with a check for the common
+//!    mis-indentation of tutorial configs, reported by line);
+//! 2. `REGISTRY_*` environment variables are applied onto the tree, values
+//!    parsed as YAML scalars, as Distribution does;
+//! 3. every key is checked against the known schema: a key we implement is
+//!    read, a Distribution key we don't implement yet is reported as a
+//!    warning, a key that matches nothing is an error;
+//! 4. the tree is read into typed sections with real defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use yaml_serde::{Mapping, Value};
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub catalog: CatalogConfig,
+    /// Things worth telling the operator at start (unimplemented keys, odd forms).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub formatter: LogFormat,
+    /// Static fields added to every log line (`log.fields`).
+    pub fields: BTreeMap<String, String>,
+    pub accesslog: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    pub rootdirectory: PathBuf,
+    pub delete_enabled: bool,
+    pub readonly: bool,
+    pub uploadpurging: UploadPurging,
+}
+
+#[derive(Clone, Debug)]
+pub struct UploadPurging {
+    pub enabled: bool,
+    pub age: Duration,
+    pub interval: Duration,
+    pub dryrun: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `host:port` to bind; an empty host means every interface.
+    pub addr: String,
+    /// Path prefix the API lives under, always starting and ending with `/`.
+    pub prefix: String,
+    /// Externally visible base URL used for `Location` headers.
+    pub host: Option<String>,
+    pub relativeurls: bool,
+    /// Headers added to every response.
+    pub headers: Vec<(String, String)>,
+    /// Largest manifest body accepted (our extension: `http.maxmanifestsize`).
+    pub max_manifest_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// `auth.anonymous: true`: open access (the only mode of this version).
+    pub anonymous: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct CatalogConfig {
+    pub maxentries: usize,
+}
+
+/// A configuration problem, with the location or key that causes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{file} line {line}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// The default manifest size cap: the spec asks registries to take at least 4 MiB.
+pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+impl Config {
+    /// Read a config file and apply the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&path.display().to_string(), &text, std::env::vars())
+    }
+
+    /// Parse config text with the given environment (`REGISTRY_*` entries are used).
+    pub fn from_yaml(
+        file: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            message,
+        };
+        let mut tree = parse_tree(file, text)?;
+        let mut warnings = Vec::new();
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("REGISTRY_"))
+            .collect();
+        env.sort();
+        for (key, value) in env {
+            apply_env(&mut tree, &key, &value, &mut warnings);
+        }
+        check_keys(&tree, SCHEMA, "", &mut warnings).map_err(invalid)?;
+        read_config(&tree, warnings).map_err(invalid)
+    }
+
+    /// Every Distribution key and our own, for documentation and tests.
+    pub fn known_sections() -> impl Iterator<Item = &'static str> {
+        SCHEMA.iter().map(|(k, _)| *k)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Step 1: text to tree.
+
+fn parse_tree(file: &str, text: &str) -> Result<Value, ConfigError> {
+    if let Some((line, message)) = find_misindented_key(text) {
+        return Err(ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            message,
+        });
+    }
+    let tree: Value = yaml_serde::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        // Keep the parser's own words but drop its position suffix: we give ours.
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            message: format!("column {column}: {msg}"),
+        }
+    })?;
+    match tree {
+        Value::Mapping(_) => Ok(tree),
+        Value::Null => Ok(Value::Mapping(Mapping::new())),
+        _ => Err(ConfigError::Invalid {
+            file: file.to_string(),
+            message:
+                "the configuration must be a mapping of sections (version, log, storage, http, ...)"
+                    .into(),
+        }),
+    }
+}
+
+/// The mistake of tutorial configs: a `key:` line indented under a line that
+/// already holds a value (`version: 0.1` followed by `  log:`). YAML parsers
+/// report it as "mapping values are not allowed", which helps nobody.
+fn find_misindented_key(text: &str) -> Option<(usize, String)> {
+    let mut prev: Option<(usize, usize, &str)> = None; // (line, indent, text)
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let indent = raw.len() - trimmed.len();
+        if let Some((pline, pindent, ptext)) = prev {
+            if indent > pindent && starts_with_key(trimmed) && has_inline_value(ptext) {
+                let key = trimmed.split(':').next().unwrap_or(trimmed);
+                return Some((
+                    line_no,
+                    format!(
+                        "'{key}:' is indented under line {pline} ('{}'), which already has a value. \
+                         Keys of the same mapping must line up: top-level sections such as \
+                         version, log, storage, http and auth start at column 1, and each nested \
+                         key is indented under its section",
+                        ptext.trim()
+                    ),
+                ));
+            }
+        }
+        prev = Some((line_no, indent, trimmed));
+    }
+    None
+}
+
+fn starts_with_key(line: &str) -> bool {
+    let key_end = line.find(':');
+    match key_end {
+        Some(end) if end > 0 => {
+            let key = &line[..end];
+            let after = &line[end + 1..];
+            !key.starts_with('-')
+                && !key.contains(' ')
+                && (after.is_empty() || after.starts_with(' ') || after.starts_with('\t'))
+        }
+        _ => false,
+    }
+}
+
+/// `key: value` where the value is a plain scalar on the same line.
+fn has_inline_value(line: &str) -> bool {
+    if !starts_with_key(line) {
+        return false;
+    }
+    let value = line.split_once(':').map(|x| x.1).unwrap_or("").trim();
+    let value = value.split(" #").next().unwrap_or("").trim();
+    !(value.is_empty()
+        || value.starts_with('|')
+        || value.starts_with('>')
+        || value.starts_with('&')
+        || value.starts_with('!')
+        || (value.starts_with('[') && !value.ends_with(']'))
+        || (value.starts_with('{') && !value.ends_with('}')))
+}
+
+// ---------------------------------------------------------------------------
+// Step 2: environment overrides.
+
+fn apply_env(tree: &mut Value, var: &str, raw: &str, warnings: &mut Vec<String>) {
+    let rest = &var["REGISTRY_".len()..];
+    let segments: Vec<String> = rest.split('_').map(|s| s.to_ascii_lowercase()).collect();
+    // Resolve the segments against the schema; free-form maps take the rest as one key.
+    let mut path: Vec<String> = Vec::new();
+    let mut schema = Some(SCHEMA);
+    let mut i = 0;
+    while i < segments.len() {
+        match schema {
+            Some(entries) => match entries.iter().find(|(k, _)| *k == segments[i]) {
+                Some((k, node)) => {
+                    path.push(k.to_string());
+                    schema = match node {
+                        Node::Section(s) | Node::Choice(s) => Some(s),
+                        Node::FreeMap => None,
+                        _ => {
+                            if i + 1 < segments.len() {
+                                // REGISTRY_FOO_BAR where foo is a leaf: not ours.
+                                warnings.push(format!(
+                                    "environment variable {var} matches no configuration key; ignored"
+                                ));
+                                return;
+                            }
+                            Some(&[])
+                        }
+                    };
+                    i += 1;
+                }
+                None => {
+                    // Not a config key: Kubernetes and Docker links inject REGISTRY_PORT and friends.
+                    warnings.push(format!(
+                        "environment variable {var} matches no configuration key; ignored"
+                    ));
+                    return;
+                }
+            },
+            None => {
+                path.push(segments[i..].join("_"));
+                break;
+            }
+        }
+    }
+    let value: Value = yaml_serde::from_str(raw).unwrap_or_else(|_| Value::String(raw.into()));
+    let value = if raw.is_empty() {
+        Value::String(String::new())
+    } else {
+        value
+    };
+    let is_choice = choice_at(&path);
+    set_path(tree, &path, value, is_choice);
+}
+
+/// Whether `path` names a section whose single key selects a driver
+/// (`storage`, `auth`): `REGISTRY_AUTH=htpasswd` selects htpasswd.
+fn choice_at(path: &[String]) -> bool {
+    let mut entries = SCHEMA;
+    let mut node = None;
+    for seg in path {
+        let Some((_, n)) = entries.iter().find(|(k, _)| *k == seg) else {
+            return false;
+        };
+        node = Some(n);
+        entries = match n {
+            Node::Section(s) | Node::Choice(s) => s,
+            _ => &[],
+        };
+    }
+    matches!(node, Some(Node::Choice(_)))
+}
+
+fn set_path(tree: &mut Value, path: &[String], value: Value, is_choice: bool) {
+    let mut cur = tree;
+    for seg in &path[..path.len() - 1] {
+        if !matches!(cur, Value::Mapping(_)) {
+            *cur = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(m) = cur else {
+            unreachable!()
+        };
+        cur = m
+            .entry(Value::String(seg.clone()))
+            .or_insert(Value::Mapping(Mapping::new()));
+    }
+    if !matches!(cur, Value::Mapping(_)) {
+        *cur = Value::Mapping(Mapping::new());
+    }
+    let Value::Mapping(m) = cur else {
+        unreachable!()
+    };
+    let last = Value::String(path[path.len() - 1].clone());
+    if is_choice {
+        if let Value::String(driver) = &value {
+            // Select the named driver, keep its settings, drop the other drivers.
+            let section = m.entry(last).or_insert(Value::Mapping(Mapping::new()));
+            if !matches!(section, Value::Mapping(_)) {
+                *section = Value::Mapping(Mapping::new());
+            }
+            let Value::Mapping(sm) = section else {
+                unreachable!()
+            };
+            let drivers = driver_keys(&path[path.len() - 1]);
+            sm.retain(|k, _| {
+                k.as_str().is_some_and(|k| k == driver)
+                    || !k.as_str().is_some_and(|k| drivers.contains(&k))
+            });
+            sm.entry(Value::String(driver.to_ascii_lowercase()))
+                .or_insert(Value::Mapping(Mapping::new()));
+            return;
+        }
+    }
+    m.insert(last, value);
+}
+
+fn driver_keys(section: &str) -> &'static [&'static str] {
+    match section {
+        "storage" => STORAGE_DRIVERS,
+        "auth" => &["silly", "token", "htpasswd", "anonymous"],
+        _ => &[],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Step 3: the schema.
+
+/// What we know about a key.
+enum Node {
+    /// Read by this registry.
+    Leaf,
+    /// A mapping with known keys.
+    Section(&'static [(&'static str, Node)]),
+    /// A mapping whose keys select one driver (`storage`, `auth`).
+    Choice(&'static [(&'static str, Node)]),
+    /// A mapping with free-form keys (`http.headers`, `log.fields`).
+    FreeMap,
+    /// A Distribution setting we accept but do not act on yet: warn by name.
+    Unimplemented,
+    /// A Distribution setting that we must not ignore (security, storage
+    /// location): refuse to start rather than run without it.
+    Refused(&'static str),
+}
+
+const STORAGE_DRIVERS: &[&str] = &[
+    "filesystem",
+    "inmemory",
+    "s3",
+    "azure",
+    "gcs",
+    "swift",
+    "oss",
+];
+
+const SCHEMA: &[(&str, Node)] = &[
+    ("version", Node::Leaf),
+    ("loglevel", Node::Leaf),
+    (
+        "log",
+        Node::Section(&[
+            ("level", Node::Leaf),
+            ("formatter", Node::Leaf),
+            ("fields", Node::FreeMap),
+            ("accesslog", Node::Section(&[("disabled", Node::Leaf)])),
+            ("hooks", Node::Unimplemented),
+            ("reportcaller", Node::Unimplemented),
+        ]),
+    ),
+    (
+        "storage",
+        Node::Choice(&[
+            (
+                "filesystem",
+                Node::Section(&[("rootdirectory", Node::Leaf), ("maxthreads", Node::Unimplemented)]),
+            ),
+            ("inmemory", Node::Refused("the inmemory storage driver is not available; use filesystem")),
+            ("s3", Node::Refused("the s3 storage driver is not implemented yet; use filesystem")),
+            ("azure", Node::Refused("the azure storage driver is not implemented; use filesystem")),
+            ("gcs", Node::Refused("the gcs storage driver is not implemented; use filesystem")),
+            ("swift", Node::Refused("the swift storage driver is not implemented; use filesystem")),
+            ("oss", Node::Refused("the oss storage driver is not implemented; use filesystem")),
+            ("delete", Node::Section(&[("enabled", Node::Leaf)])),
+            ("redirect", Node::Unimplemented),
+            ("cache", Node::Unimplemented),
+            (
+                "maintenance",
+                Node::Section(&[
+                    (
+                        "uploadpurging",
+                        Node::Section(&[
+                            ("enabled", Node::Leaf),
+                            ("age", Node::Leaf),
+                            ("interval", Node::Leaf),
+                            ("dryrun", Node::Leaf),
+                        ]),
+                    ),
+                    ("readonly", Node::Section(&[("enabled", Node::Leaf)])),
+                ]),
+            ),
+            ("tag", Node::Unimplemented),
+        ]),
+    ),
+    (
+        "auth",
+        Node::Choice(&[
+            ("anonymous", Node::Leaf),
+            ("silly", Node::Refused("auth.silly is not supported; remove it for open access")),
+            ("token", Node::Refused("auth.token is not implemented in this version; refusing to start without the access control you configured")),
+            ("htpasswd", Node::Refused("auth.htpasswd is not implemented in this version; refusing to start without the access control you configured")),
+        ]),
+    ),
+    (
+        "http",
+        Node::Section(&[
+            ("addr", Node::Leaf),
+            ("net", Node::Leaf),
+            ("prefix", Node::Leaf),
+            ("host", Node::Leaf),
+            ("relativeurls", Node::Leaf),
+            ("headers", Node::FreeMap),
+            ("maxmanifestsize", Node::Leaf),
+            ("secret", Node::Unimplemented),
+            ("draintimeout", Node::Unimplemented),
+            ("tls", Node::Refused("http.tls is not implemented in this version; refusing to serve plain HTTP where TLS was configured")),
+            ("debug", Node::Unimplemented),
+            ("http2", Node::Unimplemented),
+            ("h2c", Node::Unimplemented),
+        ]),
+    ),
+    ("catalog", Node::Section(&[("maxentries", Node::Leaf)])),
+    ("middleware", Node::Unimplemented),
+    ("reporting", Node::Unimplemented),
+    ("notifications", Node::Unimplemented),
+    ("redis", Node::Unimplemented),
+    ("health", Node::Unimplemented),
+    ("proxy", Node::Unimplemented),
+    ("compatibility", Node::Unimplemented),
+    ("validation", Node::Unimplemented),
+    ("policy", Node::Unimplemented),
+];
+
+fn check_keys(
+    value: &Value,
+    schema: &[(&str, Node)],
+    prefix: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let Value::Mapping(map) = value else {
+        if prefix.is_empty() {
+            return Err("the configuration must be a mapping".into());
+        }
+        return Err(format!(
+            "{prefix} must be a mapping of keys, not a single value"
+        ));
+    };
+    for (k, v) in map {
+        let key = match k {
+            Value::String(s) => s.clone(),
+            other => yaml_serde::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let Some((_, node)) = schema.iter().find(|(name, _)| *name == key) else {
+            let known: Vec<&str> = schema.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "unknown configuration key '{full}' (known keys here: {})",
+                known.join(", ")
+            ));
+        };
+        match node {
+            Node::Leaf => {}
+            Node::Section(s) | Node::Choice(s) => {
+                if !v.is_null() {
+                    check_keys(v, s, &full, warnings)?;
+                }
+            }
+            Node::FreeMap => {
+                if !v.is_null() && !v.is_mapping() {
+                    return Err(format!("{full} must be a mapping"));
+                }
+            }
+            Node::Unimplemented => warnings.push(format!(
+                "'{full}' is a Distribution setting this registry does not implement yet; it is ignored"
+            )),
+            Node::Refused(why) => return Err(format!("'{full}': {why}")),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Step 4: tree to typed sections.
+
+fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = tree;
+    for seg in path.split('.') {
+        cur = cur.as_mapping()?.get(seg)?;
+    }
+    if cur.is_null() {
+        None
+    } else {
+        Some(cur)
+    }
+}
+
+fn get_bool(tree: &Value, path: &str, default: bool) -> Result<bool, String> {
+    match lookup(tree, path) {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(format!("{path} must be true or false, not {}", show(other))),
+    }
+}
+
+fn get_string(tree: &Value, path: &str) -> Result<Option<String>, String> {
+    match lookup(tree, path) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(other) => Err(format!(
+            "{path} must be a single value, not {}",
+            show(other)
+        )),
+    }
+}
+
+fn get_duration(tree: &Value, path: &str, default: Duration) -> Result<Duration, String> {
+    match get_string(tree, path)? {
+        None => Ok(default),
+        Some(s) => parse_duration(&s).map_err(|e| format!("{path}: {e}")),
+    }
+}
+
+fn show(v: &Value) -> String {
+    yaml_serde::to_string(v)
+        .map(|s| s.trim().replace('\n', " "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A Go-style duration: `168h`, `10m`, `1h30m`, `500ms`, `30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let err = || format!("{s:?} is not a duration (use forms like 30s, 10m, 24h, 1h30m)");
+    if s.is_empty() {
+        return Err(err());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_end == 0 {
+            return Err(err());
+        }
+        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(err()),
+        };
+        total += Duration::from_secs_f64(n * secs);
+        rest = &rest[unit_end..];
+    }
+    Ok(total)
+}
+
+/// A size such as `4MiB`, `512KiB`, `1GB` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split]
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (use forms like 4MiB, 512KiB, 1048576)"))?;
+    let mult: u64 = match s[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn normalize_addr(raw: &str, warnings: &mut Vec<String>) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.chars().all(|c| c.is_ascii_digit()) && !raw.is_empty() {
+        warnings.push(format!(
+            "http.addr: {raw} is read as port {raw} on all interfaces; the usual form is ':{raw}' (or '127.0.0.1:{raw}' for this machine only)"
+        ));
+        return Ok(format!("0.0.0.0:{raw}"));
+    }
+    let (host, port) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| format!("http.addr {raw:?} must be host:port or :port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("http.addr {raw:?}: {port:?} is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(if host.is_empty() {
+        format!("0.0.0.0:{port}")
+    } else if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String> {
+    if let Some(v) = get_string(tree, "version")? {
+        if v != "0.1" {
+            return Err(format!("version {v:?} is not supported; use version: 0.1"));
+        }
+    }
+
+    let level_text = get_string(tree, "log.level")?
+        .or(get_string(tree, "loglevel")?)
+        .unwrap_or_else(|| "info".into());
+    let level = match level_text.to_ascii_lowercase().as_str() {
+        "panic" | "fatal" | "error" => LogLevel::Error,
+        "warn" | "warning" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        other => {
+            return Err(format!(
+                "log.level {other:?} is not a level (error, warn, info, debug)"
+            ))
+        }
+    };
+    let formatter = match get_string(tree, "log.formatter")?.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some("logstash") => {
+            warnings.push("log.formatter logstash is written as json".into());
+            LogFormat::Json
+        }
+        Some(other) => return Err(format!("log.formatter {other:?} must be text or json")),
+    };
+    let mut fields = BTreeMap::new();
+    if let Some(Value::Mapping(m)) = lookup(tree, "log.fields") {
+        for (k, v) in m {
+            let key = k.as_str().map(str::to_string).unwrap_or_else(|| show(k));
+            let val = v.as_str().map(str::to_string).unwrap_or_else(|| show(v));
+            fields.insert(key, val);
+        }
+    }
+    let log = LogConfig {
+        level,
+        formatter,
+        fields,
+        accesslog: !get_bool(tree, "log.accesslog.disabled", false)?,
+    };
+
+    let rootdirectory = get_string(tree, "storage.filesystem.rootdirectory")?
+        .unwrap_or_else(|| "/var/lib/registry".into());
+    if rootdirectory.is_empty() {
+        return Err("storage.filesystem.rootdirectory must not be empty".into());
+    }
+    let storage = StorageConfig {
+        rootdirectory: PathBuf::from(rootdirectory),
+        delete_enabled: get_bool(tree, "storage.delete.enabled", false)?,
+        readonly: get_bool(tree, "storage.maintenance.readonly.enabled", false)?,
+        uploadpurging: UploadPurging {
+            enabled: get_bool(tree, "storage.maintenance.uploadpurging.enabled", true)?,
+            age: get_duration(
+                tree,
+                "storage.maintenance.uploadpurging.age",
+                Duration::from_secs(168 * 3600),
+            )?,
+            interval: get_duration(
+                tree,
+                "storage.maintenance.uploadpurging.interval",
+                Duration::from_secs(24 * 3600),
+            )?,
+            dryrun: get_bool(tree, "storage.maintenance.uploadpurging.dryrun", false)?,
+        },
+    };
+    if storage.uploadpurging.enabled && storage.uploadpurging.interval.is_zero() {
+        return Err("storage.maintenance.uploadpurging.interval must be greater than zero".into());
+    }
+
+    let addr = match lookup(tree, "http.addr") {
+        None => "0.0.0.0:5000".to_string(),
+        Some(Value::Number(n)) => normalize_addr(&n.to_string(), &mut warnings)?,
+        Some(Value::String(s)) => normalize_addr(s, &mut warnings)?,
+        Some(other) => return Err(format!("http.addr must be host:port, not {}", show(other))),
+    };
+    match get_string(tree, "http.net")?.as_deref() {
+        None | Some("tcp") | Some("") => {}
+        Some(other) => {
+            return Err(format!(
+                "http.net {other:?} is not supported; only tcp is implemented"
+            ))
+        }
+    }
+    let mut prefix = get_string(tree, "http.prefix")?.unwrap_or_else(|| "/".into());
+    if !prefix.starts_with('/') {
+        prefix.insert(0, '/');
+    }
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let host = get_string(tree, "http.host")?
+        .filter(|h| !h.is_empty())
+        .map(|h| h.trim_end_matches('/').to_string());
+    if let Some(h) = &host {
+        if !(h.starts_with("http://") || h.starts_with("https://")) {
+            return Err(format!(
+                "http.host {h:?} must be a full URL such as https://registry.example.com"
+            ));
+        }
+    }
+    let mut headers = Vec::new();
+    if let Some(Value::Mapping(m)) = lookup(tree, "http.headers") {
+        for (k, v) in m {
+            let name = k
+                .as_str()
+                .ok_or_else(|| format!("http.headers: header name {} must be text", show(k)))?;
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("http.headers: {name:?} is not a valid header name"))?;
+            let values: Vec<String> = match v {
+                Value::Sequence(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| show(i)))
+                    .collect(),
+                Value::Null => vec![],
+                other => vec![other
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| show(other))],
+            };
+            for value in values {
+                http::HeaderValue::from_str(&value).map_err(|_| {
+                    format!("http.headers.{name}: {value:?} is not a valid header value")
+                })?;
+                headers.push((name.to_string(), value));
+            }
+        }
+    }
+    let max_manifest_bytes = match get_string(tree, "http.maxmanifestsize")? {
+        None => DEFAULT_MAX_MANIFEST_BYTES,
+        Some(s) => parse_size(&s).map_err(|e| format!("http.maxmanifestsize: {e}"))?,
+    };
+    let http = HttpConfig {
+        addr,
+        prefix,
+        host,
+        relativeurls: get_bool(tree, "http.relativeurls", false)?,
+        headers,
+        max_manifest_bytes,
+    };
+
+    let auth = AuthConfig {
+        anonymous: get_bool(tree, "auth.anonymous", true)?,
+    };
+    if !auth.anonymous {
+        return Err("auth.anonymous: false needs another auth method, and none is configured (htpasswd and token are not implemented in this version)".into());
+    }
+
+    let maxentries = match get_string(tree, "catalog.maxentries")? {
+        None => 1000,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("catalog.maxentries {s:?} must be a positive number"))?,
+    };
+
+    Ok(Config {
+        log,
+        storage,
+        http,
+        auth,
+        catalog: CatalogConfig { maxentries },
+        warnings,
+    })
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml("config.yml", text, std::iter::empty())
+    }
+
+    fn parse_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_yaml(
+            "config.yml",
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    const TUTORIAL: &str = "version: 0.1
+  log:
+    level: debug
+  storage:
+    filesystem:
+      rootdirectory: /opt/software/dockerRegistry
+    delete:
+      enabled: true
+  http:
+    addr: 5000
+    headers:
+      X-Content-Type-Options: [nosniff]
+  auth:
+    anonymous: true
+";
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../config.yml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:5000");
+        assert_eq!(c.storage.rootdirectory, PathBuf::from("./data"));
+        assert!(c.storage.delete_enabled);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn tutorial_misindentation_names_the_line() {
+        let err = parse(TUTORIAL).unwrap_err().to_string();
+        assert!(
+            err.starts_with("config.yml line 2: 'log:' is indented under line 1 ('version: 0.1')"),
+            "{err}"
+        );
+        assert!(!err.contains("mapping values are not allowed"), "{err}");
+    }
+
+    #[test]
+    fn tutorial_fixed_means_port_5000_everywhere_and_open_access() {
+        let fixed: String = TUTORIAL
+            .lines()
+            .map(|l| l.strip_prefix("  ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = parse(&fixed).unwrap();
+        assert_eq!(c.http.addr, "0.0.0.0:5000");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("':5000'")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(c.auth.anonymous);
+        assert_eq!(c.log.level, LogLevel::Debug);
+        assert!(c.storage.delete_enabled);
+        assert_eq!(
+            c.http.headers,
+            vec![("X-Content-Type-Options".to_string(), "nosniff".to_string())]
+        );
+    }
+
+    #[test]
+    fn other_syntax_errors_give_line() {
+        let err = parse("http:\n  addr: [1, 2\n").unwrap_err().to_string();
+        assert!(err.starts_with("config.yml line "), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("version: 0.1\nhttp:\n  adr: :5000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown configuration key 'http.adr'"),
+            "{err}"
+        );
+        let err = parse("storag:\n  delete: {}\n").unwrap_err().to_string();
+        assert!(err.contains("'storag'"), "{err}");
+    }
+
+    #[test]
+    fn unimplemented_key_warns_by_name() {
+        let c = parse("notifications:\n  endpoints: []\nhttp:\n  secret: x\n").unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("'notifications'")));
+        assert!(c.warnings.iter().any(|w| w.contains("'http.secret'")));
+    }
+
+    #[test]
+    fn security_settings_are_not_silently_ignored() {
+        let err = parse("auth:\n  htpasswd:\n    realm: r\n    path: /x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.htpasswd"), "{err}");
+        let err = parse("http:\n  tls:\n    certificate: /c\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.tls"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let c = parse_env(
+            "storage:\n  filesystem:\n    rootdirectory: /a\n",
+            &[
+                ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/b"),
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+                ("REGISTRY_LOG_LEVEL", "debug"),
+                ("REGISTRY_LOG_FIELDS_SERVICE", "registry"),
+                ("REGISTRY_CATALOG_MAXENTRIES", "50"),
+                ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "2h"),
+                ("REGISTRY_PORT_5000_TCP", "tcp://10.0.0.1:5000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:6000");
+        assert_eq!(c.storage.rootdirectory, PathBuf::from("/b"));
+        assert!(c.storage.delete_enabled);
+        assert_eq!(c.log.level, LogLevel::Debug);
+        assert_eq!(
+            c.log.fields.get("service").map(String::as_str),
+            Some("registry")
+        );
+        assert_eq!(c.catalog.maxentries, 50);
+        assert_eq!(c.storage.uploadpurging.age, Duration::from_secs(7200));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("REGISTRY_PORT_5000_TCP")));
+    }
+
+    #[test]
+    fn env_selects_driver() {
+        let c = parse_env("", &[("REGISTRY_STORAGE", "filesystem")]).unwrap();
+        assert_eq!(c.storage.rootdirectory, PathBuf::from("/var/lib/registry"));
+        let err = parse_env(
+            "",
+            &[
+                ("REGISTRY_AUTH", "htpasswd"),
+                ("REGISTRY_AUTH_HTPASSWD_REALM", "r"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.htpasswd"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            (
+                "storage:\n  delete:\n    enabled: maybe\n",
+                "storage.delete.enabled",
+            ),
+            ("http:\n  addr: nope\n", "http.addr"),
+            ("log:\n  level: loud\n", "log.level"),
+            ("catalog:\n  maxentries: -1\n", "catalog.maxentries"),
+            (
+                "storage:\n  maintenance:\n    uploadpurging:\n      age: soon\n",
+                "storage.maintenance.uploadpurging.age",
+            ),
+            ("version: 2\n", "version"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(
+            parse_duration("168h").unwrap(),
+            Duration::from_secs(168 * 3600)
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("h").is_err());
+        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("4 parsecs").is_err());
+    }
+
+    #[test]
+    fn prefix_and_host() {
+        let c = parse("http:\n  prefix: registry\n  host: https://r.example.com/\n").unwrap();
+        assert_eq!(c.http.prefix, "/registry/");
+        assert_eq!(c.http.host.as_deref(), Some("https://r.example.com"));
+        assert!(parse("http:\n  host: r.example.com\n").is_err());
+    }
+}

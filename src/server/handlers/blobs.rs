@@ -1,0 +1,232 @@
+//! `/v2/<name>/blobs/<digest>`: GET and HEAD (with single `Range`
+//! requests), DELETE of the repository's link.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::{header_str, respond};
+use crate::oci::{Digest, ErrorCode, RepoName};
+use crate::server::body::Body;
+use crate::server::error::ApiError;
+use crate::server::App;
+
+/// Read size for streaming blobs to the socket.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A satisfiable byte range, inclusive.
+#[derive(Debug, PartialEq, Eq)]
+struct ByteRange {
+    start: u64,
+    end: u64,
+}
+
+/// Parse a `Range` header against a blob of `size` bytes. `Ok(None)` means
+/// serve the whole blob (no header, or a form we may ignore such as several
+/// ranges); `Err` means the range cannot be satisfied (416).
+fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, ()> {
+    let Some(value) = value else { return Ok(None) };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        // Suffix: the last `b` bytes.
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        ByteRange {
+            start: size.saturating_sub(n),
+            end: size - 1,
+        }
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return Ok(None);
+        };
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            let Ok(end) = b.parse::<u64>() else {
+                return Ok(None);
+            };
+            if end < start {
+                return Ok(None);
+            }
+            end.min(size.saturating_sub(1))
+        };
+        if start >= size {
+            return Err(());
+        }
+        ByteRange { start, end }
+    };
+    Ok(Some(range))
+}
+
+pub(super) async fn get(
+    app: &App,
+    req: &Request<Incoming>,
+    repo: RepoName,
+    digest: Digest,
+) -> Result<Response<Body>, ApiError> {
+    let common = |size: u64| {
+        vec![
+            ("docker-content-digest", digest.to_string()),
+            ("etag", format!("\"{digest}\"")),
+            ("accept-ranges", "bytes".to_string()),
+            ("cache-control", "max-age=31536000".to_string()),
+            ("content-type", "application/octet-stream".to_string()),
+            ("content-length", size.to_string()),
+        ]
+    };
+    if req.method() == Method::HEAD {
+        let d = digest.clone();
+        let size = app.blocking(move |s| s.stat_blob(&repo, &d)).await?;
+        return Ok(respond(StatusCode::OK, &common(size)));
+    }
+    let d = digest.clone();
+    let (file, size) = app.blocking(move |s| s.open_blob(&repo, &d)).await?;
+    let range =
+        parse_range(header_str(req.headers(), http::header::RANGE), size).map_err(|()| {
+            ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("range not satisfiable: the blob has {size} bytes"),
+            )
+            .with_header(http::header::CONTENT_RANGE, format!("bytes */{size}"))
+        })?;
+    let (status, start, len, mut headers) = match range {
+        None => (StatusCode::OK, 0, size, common(size)),
+        Some(r) => {
+            let len = r.end - r.start + 1;
+            let mut h = common(len);
+            h.push((
+                "content-range",
+                format!("bytes {}-{}/{size}", r.start, r.end),
+            ));
+            (StatusCode::PARTIAL_CONTENT, r.start, len, h)
+        }
+    };
+    headers.retain(|(n, _)| *n != "content-length");
+    let mut resp = respond(status, &headers);
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        use tokio::io::AsyncSeekExt;
+        file.seek(io::SeekFrom::Start(start)).await.map_err(|e| {
+            ApiError::from(crate::storage::StorageError::Io {
+                path: digest.to_string(),
+                source: e,
+            })
+        })?;
+    }
+    *resp.body_mut() = FileBody {
+        file,
+        remaining: len,
+        buf: BytesMut::new(),
+    }
+    .boxed();
+    Ok(resp)
+}
+
+pub(super) async fn delete(
+    app: &App,
+    repo: RepoName,
+    digest: Digest,
+) -> Result<Response<Body>, ApiError> {
+    let d = digest.clone();
+    app.blocking(move |s| s.delete_blob(&repo, &d)).await?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &[("docker-content-digest", digest.to_string())],
+    ))
+}
+
+/// Streams `remaining` bytes of a file in reads of up to 1 MiB.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buf: BytesMut,
+}
+
+impl HttpBody for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = this.remaining.min(READ_CHUNK as u64) as usize;
+        if this.buf.capacity() < want {
+            this.buf.reserve(want);
+        }
+        let n = {
+            let mut limited = (&mut this.buf).limit(want);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.file), cx, &mut limited) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Ok(n)) => n,
+            }
+        };
+        if n == 0 {
+            // The blob is shorter than it was when we sent Content-Length:
+            // fail the body rather than send a short blob as whole.
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob ended early",
+            ))));
+        }
+        this.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let r = |s, e| Ok(Some(ByteRange { start: s, end: e }));
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), r(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), r(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), r(7, 9));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), r(0, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), r(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-0"), 0), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Ok(None));
+        assert_eq!(parse_range(Some("items=0-1"), 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=x-1"), 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Ok(None));
+    }
+}

@@ -1,0 +1,92 @@
+//! `GET /v2/_catalog` and `GET /v2/<name>/tags/list`, from the index, with
+//! `n`/`last` pagination and an RFC 5988 `Link` to the next page.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{json_response, query, query_param};
+use crate::oci::{ErrorCode, RepoName};
+use crate::server::body::Body;
+use crate::server::error::ApiError;
+use crate::server::App;
+
+/// `n` as given, or `None` when absent.
+fn page_size(q: &[(String, String)]) -> Result<Option<usize>, ApiError> {
+    match query_param(q, "n") {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+            ApiError::new(
+                ErrorCode::PaginationNumberInvalid,
+                format!("n={v:?} must be a non-negative integer"),
+            )
+        }),
+    }
+}
+
+fn with_link(
+    mut resp: Response<Body>,
+    app: &App,
+    path: &str,
+    n: usize,
+    last: Option<&str>,
+) -> Response<Body> {
+    if let Some(last) = last {
+        let qs = form_urlencoded::Serializer::new(String::new())
+            .append_pair("last", last)
+            .append_pair("n", &n.to_string())
+            .finish();
+        let url = format!(
+            "{}{}?{}",
+            app.config.http.prefix.trim_end_matches('/'),
+            path,
+            qs
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
+            resp.headers_mut().insert(http::header::LINK, v);
+        }
+    }
+    resp
+}
+
+pub(super) fn catalog(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let q = query(req);
+    let max = app.config.catalog.maxentries;
+    let n = page_size(&q)?.unwrap_or(max).min(max);
+    let last = query_param(&q, "last");
+    let page = app.store.index().catalog(n, last);
+    let names: Vec<&str> = page.items.iter().map(RepoName::as_str).collect();
+    let body = serde_json::to_vec(&json!({ "repositories": names })).unwrap_or_default();
+    let resp = json_response(StatusCode::OK, body, req.method());
+    let next = page.more.then(|| names.last().copied()).flatten();
+    Ok(with_link(resp, app, "/v2/_catalog", n, next))
+}
+
+pub(super) fn tags(
+    app: &App,
+    req: &Request<Incoming>,
+    repo: &RepoName,
+) -> Result<Response<Body>, ApiError> {
+    let q = query(req);
+    let n = page_size(&q)?.unwrap_or(usize::MAX);
+    let last = query_param(&q, "last");
+    let page = app.store.index().tags(repo, n, last).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NameUnknown,
+            "repository name not known to registry",
+        )
+        .with_detail(json!({ "name": repo.as_str() }))
+    })?;
+    let tags: Vec<&str> = page.items.iter().map(|t| t.as_str()).collect();
+    let body =
+        serde_json::to_vec(&json!({ "name": repo.as_str(), "tags": tags })).unwrap_or_default();
+    let resp = json_response(StatusCode::OK, body, req.method());
+    let next = page.more.then(|| tags.last().copied()).flatten();
+    Ok(with_link(
+        resp,
+        app,
+        &format!("/v2/{repo}/tags/list"),
+        n,
+        next,
+    ))
+}

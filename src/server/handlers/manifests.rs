@@ -1,0 +1,100 @@
+//! `/v2/<name>/manifests/<reference>`: GET and HEAD with `Accept`
+//! negotiation, PUT with reference checks, DELETE of a manifest or a tag.
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{content_length, header_str, respond};
+use crate::oci::{media, ErrorCode, Reference, RepoName};
+use crate::server::body::{self, read_limited, Body};
+use crate::server::error::ApiError;
+use crate::server::App;
+
+pub(super) async fn get(
+    app: &App,
+    req: &Request<Incoming>,
+    repo: RepoName,
+    reference: Reference,
+) -> Result<Response<Body>, ApiError> {
+    let head = req.method() == Method::HEAD;
+    let r = reference.clone();
+    let (digest, size, media_type, bytes) = if head {
+        let (d, size, mt) = app.blocking(move |s| s.stat_manifest(&repo, &r)).await?;
+        (d, size, mt, None)
+    } else {
+        let m = app.blocking(move |s| s.get_manifest(&repo, &r)).await?;
+        (m.digest, m.bytes.len() as u64, m.media_type, Some(m.bytes))
+    };
+    let accept: Vec<&str> = req
+        .headers()
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !media::accepts(accept.iter().copied(), media_type) {
+        return Err(ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "manifest {reference} is {media_type}, which the request's Accept header does not include"
+            ),
+        )
+        .with_detail(json!({ "mediaType": media_type })));
+    }
+    let mut resp = respond(
+        StatusCode::OK,
+        &[
+            ("content-type", media_type.to_string()),
+            ("content-length", size.to_string()),
+            ("docker-content-digest", digest.to_string()),
+            ("etag", format!("\"{digest}\"")),
+        ],
+    );
+    if let Some(bytes) = bytes {
+        *resp.body_mut() = body::full(bytes);
+    }
+    Ok(resp)
+}
+
+pub(super) async fn put(
+    app: &App,
+    req: Request<Incoming>,
+    repo: RepoName,
+    reference: Reference,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let content_type = header_str(&parts.headers, http::header::CONTENT_TYPE).map(str::to_string);
+    let declared = content_length(&parts.headers);
+    let limit = app.config.http.max_manifest_bytes;
+    let bytes = read_limited(body, declared, limit).await?;
+    let r = repo.clone();
+    let put = app
+        .blocking(move |s| s.put_manifest(&r, &reference, &bytes, content_type.as_deref()))
+        .await?;
+    let mut headers = vec![
+        (
+            "location",
+            app.url(
+                &parts.headers,
+                &format!("/v2/{repo}/manifests/{}", put.digest),
+            ),
+        ),
+        ("docker-content-digest", put.digest.to_string()),
+    ];
+    if let Some(subject) = put.subject {
+        headers.push(("oci-subject", subject.to_string()));
+    }
+    Ok(respond(StatusCode::CREATED, &headers))
+}
+
+pub(super) async fn delete(
+    app: &App,
+    repo: RepoName,
+    reference: Reference,
+) -> Result<Response<Body>, ApiError> {
+    match reference {
+        Reference::Digest(d) => app.blocking(move |s| s.delete_manifest(&repo, &d)).await?,
+        Reference::Tag(t) => app.blocking(move |s| s.delete_tag(&repo, &t)).await?,
+    }
+    Ok(respond(StatusCode::ACCEPTED, &[]))
+}

@@ -1,0 +1,240 @@
+//! `/v2/<name>/blobs/uploads/`: start (plain, monolithic with `?digest=`,
+//! or a cross-repository mount), PATCH chunks, PUT to complete, GET status,
+//! DELETE to cancel.
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{content_length, header_str, query, query_param, respond};
+use crate::oci::{Digest, ErrorCode, RepoName};
+use crate::server::body::{Body, RequestBody};
+use crate::server::error::ApiError;
+use crate::server::App;
+use crate::storage::{StorageError, UploadId};
+
+fn upload_headers(
+    app: &App,
+    headers: &HeaderMap,
+    repo: &RepoName,
+    id: &UploadId,
+    size: u64,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "location",
+            app.url(
+                headers,
+                &format!("/v2/{repo}/blobs/uploads/{}", id.as_str()),
+            ),
+        ),
+        // Distribution's form: "0-0" for an empty upload, else "0-<last byte>".
+        ("range", format!("0-{}", size.saturating_sub(1))),
+        ("docker-upload-uuid", id.as_str().to_string()),
+    ]
+}
+
+fn blob_created(
+    app: &App,
+    headers: &HeaderMap,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Response<Body> {
+    respond(
+        StatusCode::CREATED,
+        &[
+            (
+                "location",
+                app.url(headers, &format!("/v2/{repo}/blobs/{digest}")),
+            ),
+            ("docker-content-digest", digest.to_string()),
+        ],
+    )
+}
+
+fn digest_param(q: &[(String, String)], key: &str) -> Result<Option<Digest>, ApiError> {
+    match query_param(q, key) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e| {
+            ApiError::new(
+                ErrorCode::DigestInvalid,
+                format!("invalid digest {key}={v:?}: {e}"),
+            )
+        }),
+    }
+}
+
+/// `Content-Range: <start>-<end>` of a chunk. Returns its start, after
+/// checking it agrees with `Content-Length`.
+fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = header_str(headers, http::header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            ErrorCode::ChunkOutOfOrder,
+            format!("Content-Range {value:?} must have the form <start>-<end>"),
+        )
+    };
+    let spec = value
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches(['=', ' ']);
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end: u64 = b
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    if end < start {
+        return Err(bad());
+    }
+    if let Some(len) = content_length(headers) {
+        if len != end - start + 1 {
+            return Err(ApiError::new(
+                ErrorCode::ChunkOutOfOrder,
+                format!(
+                    "Content-Range {value:?} covers {} bytes but Content-Length is {len}",
+                    end - start + 1
+                ),
+            ));
+        }
+    }
+    Ok(Some(start))
+}
+
+pub(super) async fn start(
+    app: &App,
+    req: Request<Incoming>,
+    repo: RepoName,
+) -> Result<Response<Body>, ApiError> {
+    let q = query(&req);
+    let (parts, body) = req.into_parts();
+    if let Some(mount) = digest_param(&q, "mount")? {
+        // A `from` we cannot parse cannot hold the blob: fall back to an upload.
+        let from = query_param(&q, "from").and_then(|f| f.parse::<RepoName>().ok());
+        let has_from = query_param(&q, "from").is_some();
+        if !has_from || from.is_some() {
+            let (r, d) = (repo.clone(), mount.clone());
+            if app
+                .blocking(move |s| s.mount_blob(&r, &d, from.as_ref()))
+                .await?
+            {
+                return Ok(blob_created(app, &parts.headers, &repo, &mount));
+            }
+        }
+    }
+    let r = repo.clone();
+    let id = app.blocking(move |s| s.create_upload(&r)).await?;
+    if let Some(digest) = digest_param(&q, "digest")? {
+        // Monolithic upload: the whole blob in this one request.
+        let mut src = RequestBody(body);
+        let result = app
+            .store
+            .complete_upload(&repo, &id, &digest, None, Some(&mut src))
+            .await;
+        if let Err(e) = result {
+            // The client has no Location to resume with: don't keep the partial.
+            if !matches!(e, StorageError::DigestMismatch { .. }) {
+                let _ = app.store.cancel_upload(&repo, &id).await;
+            }
+            return Err(e.into());
+        }
+        return Ok(blob_created(app, &parts.headers, &repo, &digest));
+    }
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &upload_headers(app, &parts.headers, &repo, &id, 0),
+    ))
+}
+
+pub(super) async fn patch(
+    app: &App,
+    req: Request<Incoming>,
+    repo: RepoName,
+    id: UploadId,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let start = chunk_start(&parts.headers)?;
+    let mut src = RequestBody(body);
+    let status = app
+        .store
+        .append_upload(&repo, &id, start, &mut src)
+        .await
+        .map_err(|e| with_location(app, &parts.headers, &repo, &id, e))?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &upload_headers(app, &parts.headers, &repo, &id, status.size),
+    ))
+}
+
+pub(super) async fn put(
+    app: &App,
+    req: Request<Incoming>,
+    repo: RepoName,
+    id: UploadId,
+) -> Result<Response<Body>, ApiError> {
+    let q = query(&req);
+    let digest = digest_param(&q, "digest")?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required to complete an upload",
+        )
+    })?;
+    let (parts, body) = req.into_parts();
+    let start = chunk_start(&parts.headers)?;
+    let mut src = RequestBody(body);
+    app.store
+        .complete_upload(&repo, &id, &digest, start, Some(&mut src))
+        .await
+        .map_err(|e| with_location(app, &parts.headers, &repo, &id, e))?;
+    Ok(blob_created(app, &parts.headers, &repo, &digest))
+}
+
+pub(super) async fn status(
+    app: &App,
+    req: &Request<Incoming>,
+    repo: RepoName,
+    id: UploadId,
+) -> Result<Response<Body>, ApiError> {
+    let status = app.store.upload_status(&repo, &id).await?;
+    Ok(respond(
+        StatusCode::NO_CONTENT,
+        &upload_headers(app, req.headers(), &repo, &id, status.size),
+    ))
+}
+
+pub(super) async fn cancel(
+    app: &App,
+    repo: RepoName,
+    id: UploadId,
+) -> Result<Response<Body>, ApiError> {
+    app.store.cancel_upload(&repo, &id).await?;
+    Ok(respond(StatusCode::NO_CONTENT, &[]))
+}
+
+/// An out-of-order chunk keeps the session: tell the client where it stands.
+fn with_location(
+    app: &App,
+    headers: &HeaderMap,
+    repo: &RepoName,
+    id: &UploadId,
+    e: StorageError,
+) -> ApiError {
+    let have = match &e {
+        StorageError::ChunkOutOfOrder { have, .. } => Some(*have),
+        _ => None,
+    };
+    let mut err = ApiError::from(e);
+    if let Some(have) = have {
+        for (name, value) in upload_headers(app, headers, repo, id, have) {
+            if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                err.headers.retain(|(h, _)| *h != n);
+                err = err.with_header(n, value);
+            }
+        }
+    }
+    err
+}

@@ -1,0 +1,200 @@
+//! The one router: a request path becomes a `Route` whose variants are the
+//! spec's endpoints, with every name, reference and digest already parsed.
+//!
+//! Names may have any depth, so the path is split on the *last* resource
+//! keyword (`/manifests/`, `/blobs/uploads/`, `/blobs/`, `/tags/list`,
+//! `/referrers/`), never on a fixed number of segments.
+
+use crate::oci::{Digest, ErrorCode, Reference, RepoName};
+use crate::storage::UploadId;
+
+use super::error::ApiError;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Route {
+    /// `/v2/`: the API version check.
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, UploadId),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+}
+
+impl Route {
+    /// A short stable name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Tags(_) => "tags",
+            Route::Manifest(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::UploadStart(_) => "blob_upload",
+            Route::Upload(..) => "blob_upload_chunk",
+            Route::Referrers(..) => "referrers",
+        }
+    }
+
+    /// Parse the part of the path after the configured prefix, e.g.
+    /// `v2/library/ubuntu/manifests/latest`. `None` means not an API path.
+    pub fn parse(path: &str) -> Option<Result<Route, ApiError>> {
+        let rest = if path == "v2" || path == "v2/" {
+            return Some(Ok(Route::Base));
+        } else {
+            path.strip_prefix("v2/")?
+        };
+        Some(parse_v2(rest))
+    }
+}
+
+fn name(s: &str) -> Result<RepoName, ApiError> {
+    s.parse().map_err(|e| {
+        ApiError::new(
+            ErrorCode::NameInvalid,
+            format!("invalid repository name: {e}"),
+        )
+    })
+}
+
+fn digest(s: &str) -> Result<Digest, ApiError> {
+    s.parse().map_err(|e| {
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            format!("invalid digest {s:?}: {e}"),
+        )
+    })
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such API endpoint")
+}
+
+fn parse_v2(rest: &str) -> Result<Route, ApiError> {
+    if rest == "_catalog" {
+        return Ok(Route::Catalog);
+    }
+    if let Some(n) = rest.strip_suffix("/tags/list") {
+        return Ok(Route::Tags(name(n)?));
+    }
+    // Uploads before blobs: "/blobs/uploads/" contains "/blobs/".
+    if let Some(n) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or(rest.strip_suffix("/blobs/uploads"))
+    {
+        return Ok(Route::UploadStart(name(n)?));
+    }
+    if let Some(i) = rest.rfind("/blobs/uploads/") {
+        let (n, id) = (&rest[..i], &rest[i + "/blobs/uploads/".len()..]);
+        let repo = name(n)?;
+        let id = UploadId::parse(id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BlobUploadUnknown,
+                "upload id is not one this registry issued",
+            )
+        })?;
+        return Ok(Route::Upload(repo, id));
+    }
+    if let Some(i) = rest.rfind("/manifests/") {
+        let (n, r) = (&rest[..i], &rest[i + "/manifests/".len()..]);
+        let repo = name(n)?;
+        let reference = r.parse::<Reference>().map_err(|e| match e {
+            crate::oci::name::ReferenceError::Digest(e) => ApiError::new(
+                ErrorCode::DigestInvalid,
+                format!("invalid digest {r:?}: {e}"),
+            ),
+            crate::oci::name::ReferenceError::Tag(e) => {
+                ApiError::new(ErrorCode::TagInvalid, e.to_string())
+            }
+        })?;
+        return Ok(Route::Manifest(repo, reference));
+    }
+    if let Some(i) = rest.rfind("/blobs/") {
+        let (n, d) = (&rest[..i], &rest[i + "/blobs/".len()..]);
+        return Ok(Route::Blob(name(n)?, digest(d)?));
+    }
+    if let Some(i) = rest.rfind("/referrers/") {
+        let (n, d) = (&rest[..i], &rest[i + "/referrers/".len()..]);
+        return Ok(Route::Referrers(name(n)?, digest(d)?));
+    }
+    Err(not_found())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn ok(path: &str) -> Route {
+        Route::parse(path).unwrap().unwrap()
+    }
+
+    fn err(path: &str) -> ErrorCode {
+        Route::parse(path).unwrap().unwrap_err().code
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(ok("v2/"), Route::Base);
+        assert_eq!(ok("v2"), Route::Base);
+        assert_eq!(ok("v2/_catalog"), Route::Catalog);
+        assert_eq!(
+            ok("v2/a/b/c/d/tags/list"),
+            Route::Tags("a/b/c/d".parse().unwrap())
+        );
+        assert_eq!(
+            ok("v2/a/manifests/latest"),
+            Route::Manifest("a".parse().unwrap(), "latest".parse().unwrap())
+        );
+        assert_eq!(
+            ok(&format!("v2/x/blobs/y/blobs/{D}")),
+            Route::Blob("x/blobs/y".parse().unwrap(), D.parse().unwrap())
+        );
+        assert_eq!(
+            ok("v2/a/b/blobs/uploads/"),
+            Route::UploadStart("a/b".parse().unwrap())
+        );
+        assert!(matches!(
+            ok("v2/a/blobs/uploads/abc-123"),
+            Route::Upload(..)
+        ));
+        assert!(matches!(
+            ok(&format!("v2/a/referrers/{D}")),
+            Route::Referrers(..)
+        ));
+        assert!(matches!(
+            ok("v2/manifests/manifests/x"),
+            Route::Manifest(..)
+        ));
+        assert!(Route::parse("v1/_ping").is_none());
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(err("v2/UPPER/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(err("v2/../etc/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(err("v2/%2e%2e/manifests/latest"), ErrorCode::NameInvalid);
+        assert_eq!(err("v2/a/manifests/has:colon"), ErrorCode::DigestInvalid);
+        assert_eq!(err("v2/a/manifests/-bad"), ErrorCode::TagInvalid);
+        assert_eq!(err("v2/a/blobs/sha256:abc"), ErrorCode::DigestInvalid);
+        assert_eq!(
+            err("v2/a/blobs/uploads/..%2f"),
+            ErrorCode::BlobUploadUnknown
+        );
+        assert_eq!(
+            err(&format!("v2/{}/tags/list", "a".repeat(300))),
+            ErrorCode::NameInvalid
+        );
+        assert_eq!(err("v2/a/nothing"), ErrorCode::NotFound);
+    }
+}

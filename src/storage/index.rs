@@ -1,0 +1,185 @@
+//! The in-memory index of repositories and their tags, answering `_catalog`
+//! and `tags/list` in O(page) and manifest deletes without a tag scan.
+//!
+//! It is built from the layout at start and changed by the store's own
+//! writes, after the disk. The layout stays the truth.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::ops::Bound;
+use std::sync::RwLock;
+
+use super::error::StorageError;
+use super::fsutil::read_link;
+use super::layout::Layout;
+use crate::oci::{Digest, RepoName, Tag};
+
+type Tags = BTreeMap<Tag, Digest>;
+
+#[derive(Default)]
+pub struct Index {
+    repos: RwLock<BTreeMap<RepoName, Tags>>,
+}
+
+/// One page of a sorted listing, and whether more follows it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub more: bool,
+}
+
+fn page<'a, K: Ord + Clone + 'a>(range: impl Iterator<Item = &'a K>, n: usize) -> Page<K> {
+    let mut items = Vec::with_capacity(n.min(1024));
+    let mut more = false;
+    for k in range {
+        if items.len() == n {
+            more = true;
+            break;
+        }
+        items.push(k.clone());
+    }
+    Page { items, more }
+}
+
+impl Index {
+    /// Walk `repositories/` once: a directory holding `_manifests` or
+    /// `_layers` is a repository; its tags are `_manifests/tags/*/current/link`.
+    pub fn build(layout: &Layout) -> Result<Index, StorageError> {
+        let mut repos = BTreeMap::new();
+        let root = layout.repositories_dir();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io(&dir, e)),
+            };
+            let mut is_repo = false;
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                if name == "_manifests" || name == "_layers" {
+                    is_repo = true;
+                } else if !name.starts_with('_') {
+                    stack.push(entry.path());
+                }
+            }
+            if is_repo {
+                let rel = dir.strip_prefix(&root).unwrap_or(&dir);
+                // Directories that are not valid names are not ours to serve.
+                if let Some(repo) = rel.to_str().and_then(|s| s.parse::<RepoName>().ok()) {
+                    let tags = read_tags(layout, &repo)?;
+                    repos.insert(repo, tags);
+                }
+            }
+        }
+        Ok(Index {
+            repos: RwLock::new(repos),
+        })
+    }
+
+    pub fn repo_count(&self) -> usize {
+        self.repos.read().unwrap().len()
+    }
+
+    pub fn contains_repo(&self, repo: &RepoName) -> bool {
+        self.repos.read().unwrap().contains_key(repo)
+    }
+
+    /// Repositories after `last`, at most `n`.
+    pub fn catalog(&self, n: usize, last: Option<&str>) -> Page<RepoName> {
+        let repos = self.repos.read().unwrap();
+        match last {
+            None => page(repos.keys(), n),
+            Some(last) => page(repos.keys().skip_while(|r| r.as_str() <= last), n),
+        }
+    }
+
+    /// Tags of `repo` after `last`, at most `n`; `None` if the repository is unknown.
+    pub fn tags(&self, repo: &RepoName, n: usize, last: Option<&str>) -> Option<Page<Tag>> {
+        let repos = self.repos.read().unwrap();
+        let tags = repos.get(repo)?;
+        Some(match last.and_then(|l| l.parse::<Tag>().ok()) {
+            Some(last) => page(
+                tags.range((Bound::Excluded(last), Bound::Unbounded))
+                    .map(|(k, _)| k),
+                n,
+            ),
+            None if last.is_some() => {
+                // `last` is not a valid tag: compare as text.
+                let last = last.unwrap_or_default();
+                page(tags.keys().skip_while(|t| t.as_str() <= last), n)
+            }
+            None => page(tags.keys(), n),
+        })
+    }
+
+    /// Tags of `repo` that currently point at `digest`.
+    pub fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Vec<Tag> {
+        let repos = self.repos.read().unwrap();
+        repos
+            .get(repo)
+            .map(|tags| {
+                tags.iter()
+                    .filter(|(_, d)| *d == digest)
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn tag_digest(&self, repo: &RepoName, tag: &Tag) -> Option<Digest> {
+        self.repos.read().unwrap().get(repo)?.get(tag).cloned()
+    }
+
+    pub fn add_repo(&self, repo: &RepoName) {
+        let known = self.repos.read().unwrap().contains_key(repo);
+        if !known {
+            self.repos.write().unwrap().entry(repo.clone()).or_default();
+        }
+    }
+
+    pub fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) {
+        self.repos
+            .write()
+            .unwrap()
+            .entry(repo.clone())
+            .or_default()
+            .insert(tag.clone(), digest.clone());
+    }
+
+    pub fn remove_tag(&self, repo: &RepoName, tag: &Tag) {
+        if let Some(tags) = self.repos.write().unwrap().get_mut(repo) {
+            tags.remove(tag);
+        }
+    }
+}
+
+fn read_tags(layout: &Layout, repo: &RepoName) -> Result<Tags, StorageError> {
+    let mut tags = Tags::new();
+    let dir = layout.tags_dir(repo);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(tags),
+        Err(e) => return Err(StorageError::io(&dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
+        let Some(tag) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<Tag>().ok())
+        else {
+            continue;
+        };
+        if let Some(d) = read_link(&layout.tag_current_link(repo, &tag))? {
+            tags.insert(tag, d);
+        }
+    }
+    Ok(tags)
+}

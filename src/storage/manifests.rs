@@ -1,0 +1,250 @@
+//! Manifests and tags: put (checking every reference), get by tag or
+//! digest, delete by digest (with the tags that name it) or by tag alone.
+
+use std::fs;
+use std::io;
+
+use super::error::StorageError;
+use super::fsutil::{exists, read_link, remove_dir, write_atomic, write_link};
+use super::Store;
+use crate::oci::media::ManifestKind;
+use crate::oci::{Algorithm, Descriptor, Digest, Manifest, Reference, RepoName, Tag};
+
+/// A manifest as stored: the client's bytes, its digest and media type.
+#[derive(Clone, Debug)]
+pub struct StoredManifest {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: &'static str,
+}
+
+/// The outcome of a manifest PUT.
+#[derive(Clone, Debug)]
+pub struct ManifestPut {
+    pub digest: Digest,
+    /// The manifest's `subject`, for the `OCI-Subject` response header.
+    pub subject: Option<Digest>,
+}
+
+impl Store {
+    /// Store a manifest under a tag or its digest, after checking that the
+    /// repository has everything it references.
+    pub fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<ManifestPut, StorageError> {
+        self.check_writable()?;
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = Digest::of(algorithm, bytes);
+        if let Reference::Digest(expected) = reference {
+            if *expected != digest {
+                return Err(StorageError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let manifest = Manifest::parse(bytes, content_type)?;
+        self.check_references(repo, &manifest)?;
+
+        // Content first, then the revision link, then the tag.
+        let data = self.layout.blob_data(&digest);
+        if !exists(&data)? {
+            write_atomic(&self.layout, &data, bytes)?;
+        }
+        self.blob_sizes.insert(digest.clone(), bytes.len() as u64);
+        self.manifest_kinds.insert(digest.clone(), manifest.kind);
+        write_link(
+            &self.layout,
+            &self.layout.revision_link(repo, &digest),
+            &digest,
+        )?;
+        self.index.add_repo(repo);
+        if let Reference::Tag(tag) = reference {
+            write_link(
+                &self.layout,
+                &self.layout.tag_index_link(repo, tag, &digest),
+                &digest,
+            )?;
+            write_link(
+                &self.layout,
+                &self.layout.tag_current_link(repo, tag),
+                &digest,
+            )?;
+            self.index.set_tag(repo, tag, &digest);
+        }
+        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
+        if let Some(subject) = &subject {
+            self.referrers.add(
+                repo,
+                subject,
+                referrer_descriptor(&manifest, &digest, bytes.len() as u64),
+            );
+        }
+        Ok(ManifestPut { digest, subject })
+    }
+
+    fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<(), StorageError> {
+        for blob in m.required_blobs() {
+            if !exists(&self.layout.layer_link(repo, &blob.digest))?
+                || self.blob_size(&blob.digest)?.is_none()
+            {
+                return Err(StorageError::ManifestBlobUnknown(blob.digest.clone()));
+            }
+        }
+        for child in &m.manifests {
+            if !self.blob_linked(repo, &child.digest)? || self.blob_size(&child.digest)?.is_none() {
+                return Err(StorageError::ManifestBlobUnknown(child.digest.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest a reference names in `repo`.
+    pub fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, StorageError> {
+        match reference {
+            Reference::Digest(d) => {
+                if exists(&self.layout.revision_link(repo, d))? {
+                    Ok(d.clone())
+                } else {
+                    Err(StorageError::ManifestUnknown(d.to_string()))
+                }
+            }
+            Reference::Tag(tag) => read_link(&self.layout.tag_current_link(repo, tag))?
+                .ok_or_else(|| self.unknown_tag(repo, tag)),
+        }
+    }
+
+    fn unknown_tag(&self, repo: &RepoName, tag: &Tag) -> StorageError {
+        if self.index.contains_repo(repo) {
+            StorageError::ManifestUnknown(tag.to_string())
+        } else {
+            StorageError::NameUnknown
+        }
+    }
+
+    /// Read a manifest by tag or digest.
+    pub fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, StorageError> {
+        let digest = self.resolve(repo, reference)?;
+        let path = self.layout.blob_data(&digest);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::ManifestUnknown(reference.to_string()))
+            }
+            Err(e) => return Err(StorageError::io(&path, e)),
+        };
+        let kind = match self.manifest_kinds.get(&digest) {
+            Some(k) => *k,
+            None => {
+                let kind = Manifest::parse(&bytes, None)
+                    .map(|m| m.kind)
+                    // Stored by another registry in a form we would refuse
+                    // today: serve the bytes as the most generic type.
+                    .unwrap_or(ManifestKind::OciManifest);
+                self.manifest_kinds.insert(digest.clone(), kind);
+                kind
+            }
+        };
+        Ok(StoredManifest {
+            bytes,
+            digest,
+            media_type: kind.media_type(),
+        })
+    }
+
+    /// Size and media type of a manifest, for HEAD, without reading it
+    /// when its kind is already known.
+    pub fn stat_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(Digest, u64, &'static str), StorageError> {
+        let digest = self.resolve(repo, reference)?;
+        if let (Some(kind), Some(size)) = (
+            self.manifest_kinds.get(&digest).map(|k| *k),
+            self.blob_size(&digest)?,
+        ) {
+            return Ok((digest, size, kind.media_type()));
+        }
+        let m = self.get_manifest(repo, &Reference::Digest(digest))?;
+        Ok((m.digest, m.bytes.len() as u64, m.media_type))
+    }
+
+    /// Delete a manifest by digest, with every tag that points at it.
+    pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
+        self.check_delete()?;
+        let link = self.layout.revision_link(repo, digest);
+        if !exists(&link)? {
+            return Err(StorageError::ManifestUnknown(digest.to_string()));
+        }
+        // Tags first: a tag must never name a manifest that is gone.
+        for tag in self.index.tags_pointing_at(repo, digest) {
+            self.remove_tag_dir(repo, &tag)?;
+        }
+        let subject = fs::read(self.layout.blob_data(digest))
+            .ok()
+            .and_then(|b| Manifest::parse(&b, None).ok())
+            .and_then(|m| m.subject.map(|s| s.digest));
+        remove_dir(link.parent().expect("link has a directory"))?;
+        if let Some(subject) = subject {
+            self.referrers.remove(repo, &subject, digest);
+        }
+        Ok(())
+    }
+
+    /// Delete one tag; the manifest stays, reachable by digest.
+    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
+        self.check_delete()?;
+        if !exists(&self.layout.tag_current_link(repo, tag))? {
+            return Err(self.unknown_tag(repo, tag));
+        }
+        self.remove_tag_dir(repo, tag)
+    }
+
+    fn remove_tag_dir(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
+        remove_dir(&self.layout.tag_dir(repo, tag))?;
+        self.index.remove_tag(repo, tag);
+        Ok(())
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally filtered by artifact type.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, StorageError> {
+        let all = self.referrers.get(self, repo, subject)?;
+        Ok(match artifact_type {
+            None => all,
+            Some(t) => all
+                .into_iter()
+                .filter(|d| d.artifact_type.as_deref() == Some(t))
+                .collect(),
+        })
+    }
+}
+
+/// The descriptor a referrers list shows for a manifest.
+pub(super) fn referrer_descriptor(m: &Manifest, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: m.kind.media_type().to_string(),
+        digest: digest.clone(),
+        size,
+        urls: vec![],
+        annotations: m.annotations.clone().filter(|a| !a.is_empty()),
+        artifact_type: m.effective_artifact_type(),
+        platform: None,
+    }
+}

@@ -1,0 +1,114 @@
+//! The store: blobs, repositories (links and tags), upload sessions and the
+//! in-memory listing index, over CNCF Distribution's filesystem layout.
+//!
+//! The store knows nothing of HTTP. Its methods are blocking (they touch the
+//! file system) except the upload paths, which consume a body as it streams;
+//! the server calls the blocking ones from `spawn_blocking`.
+//!
+//! Invariants kept here:
+//! - every file at a final path is complete: writes go to `_tmp` (or the
+//!   upload's own file), are verified and fsynced, then renamed into place;
+//! - a tag is written after the manifest it names, and a manifest after the
+//!   blobs it references were checked, so nothing points at what is missing;
+//! - the listing index changes only after the disk did.
+
+mod blobs;
+mod error;
+mod fsutil;
+mod index;
+pub mod layout;
+mod manifests;
+mod purge;
+mod referrers;
+mod uploads;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::oci::media::ManifestKind;
+use crate::oci::Digest;
+
+pub use error::StorageError;
+pub use index::Index;
+pub use layout::{Layout, UploadId};
+pub use manifests::{ManifestPut, StoredManifest};
+pub use purge::PurgeReport;
+pub use uploads::{ByteSource, UploadStatus};
+
+/// What the store may do, from `storage.*` in the config.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    pub delete_enabled: bool,
+    pub readonly: bool,
+}
+
+/// One registry store on the local file system.
+pub struct Store {
+    layout: Layout,
+    options: StoreOptions,
+    index: Index,
+    /// Sizes of blobs known to exist. Content-addressed, so never stale
+    /// while the blob exists; removed entries are re-read from disk.
+    blob_sizes: DashMap<Digest, u64>,
+    /// Kinds of manifests read or written, to answer GET without parsing.
+    manifest_kinds: DashMap<Digest, ManifestKind>,
+    uploads: uploads::Sessions,
+    referrers: referrers::Cache,
+}
+
+impl Store {
+    /// Open (creating if needed) the store under `root` and build the index.
+    pub fn open(root: &Path, options: StoreOptions) -> Result<Arc<Store>, StorageError> {
+        let layout = Layout::new(root);
+        if !options.readonly {
+            for dir in [
+                layout.tmp_dir(),
+                layout.blobs_dir(),
+                layout.repositories_dir(),
+            ] {
+                std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+            }
+        }
+        let index = Index::build(&layout)?;
+        Ok(Arc::new(Store {
+            layout,
+            options,
+            index,
+            blob_sizes: DashMap::new(),
+            manifest_kinds: DashMap::new(),
+            uploads: uploads::Sessions::default(),
+            referrers: referrers::Cache::default(),
+        }))
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        if self.options.readonly {
+            Err(StorageError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_delete(&self) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if self.options.delete_enabled {
+            Ok(())
+        } else {
+            Err(StorageError::DeleteDisabled)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The referrers of each subject, per repository: built from the
+//! repository's manifest revisions on first use, then kept by our writes.
+//!
+//! Distribution 2.8 keeps no referrers index, so a store it wrote is read
+//! the same way: every revision is parsed once and its `subject` noted.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+
+use super::error::StorageError;
+use super::manifests::referrer_descriptor;
+use super::Store;
+use crate::oci::{Descriptor, Digest, Manifest, RepoName};
+
+type BySubject = HashMap<Digest, Vec<Descriptor>>;
+
+#[derive(Default)]
+pub(super) struct Cache {
+    repos: DashMap<RepoName, Arc<Mutex<Option<BySubject>>>>,
+}
+
+impl Cache {
+    fn slot(&self, repo: &RepoName) -> Arc<Mutex<Option<BySubject>>> {
+        self.repos.entry(repo.clone()).or_default().clone()
+    }
+
+    pub fn get(
+        &self,
+        store: &Store,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Descriptor>, StorageError> {
+        let slot = self.slot(repo);
+        let mut guard = slot.lock().unwrap();
+        if guard.is_none() {
+            *guard = Some(scan(store, repo)?);
+        }
+        let mut list = guard
+            .as_ref()
+            .and_then(|m| m.get(subject).cloned())
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(list)
+    }
+
+    /// Note a new referrer, if the repository's list has been built.
+    pub fn add(&self, repo: &RepoName, subject: &Digest, desc: Descriptor) {
+        let slot = self.slot(repo);
+        let mut guard = slot.lock().unwrap();
+        if let Some(map) = guard.as_mut() {
+            let list = map.entry(subject.clone()).or_default();
+            if !list.iter().any(|d| d.digest == desc.digest) {
+                list.push(desc);
+            }
+        }
+    }
+
+    pub fn remove(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) {
+        let slot = self.slot(repo);
+        let mut guard = slot.lock().unwrap();
+        if let Some(list) = guard.as_mut().and_then(|m| m.get_mut(subject)) {
+            list.retain(|d| d.digest != *referrer);
+        }
+    }
+}
+
+fn scan(store: &Store, repo: &RepoName) -> Result<BySubject, StorageError> {
+    let mut map = BySubject::new();
+    let layout = store.layout();
+    let revisions = layout.revisions_dir(repo);
+    for alg_dir in read_dir(&revisions)? {
+        for hex_dir in read_dir(&alg_dir)? {
+            let name = format!(
+                "{}:{}",
+                alg_dir.file_name().unwrap_or_default().to_string_lossy(),
+                hex_dir.file_name().unwrap_or_default().to_string_lossy()
+            );
+            let Ok(digest) = name.parse::<Digest>() else {
+                continue;
+            };
+            if !hex_dir.join("link").exists() {
+                continue;
+            }
+            let Ok(bytes) = fs::read(layout.blob_data(&digest)) else {
+                continue;
+            };
+            let Ok(m) = Manifest::parse(&bytes, None) else {
+                continue;
+            };
+            if let Some(subject) = &m.subject {
+                map.entry(subject.digest.clone())
+                    .or_default()
+                    .push(referrer_descriptor(&m, &digest, bytes.len() as u64));
+            }
+        }
+    }
+    Ok(map)
+}
+
+fn read_dir(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, StorageError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok()).map(|e| e.path()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(StorageError::io(dir, e)),
+    }
+}
