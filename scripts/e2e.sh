@@ -21,12 +21,14 @@
 #           docker-archive push (uncompressed layers get gzip'ed) verified by
 #           config bytes and gunzip'ed layers == diff_ids, then copy back to a
 #           docker-archive; registry->registry copy (cross-repo mount path);
-#           list-tags + /tags/list pagination (n, last); delete by tag ->
-#           manifest 404 by digest and tag, other tag unaffected.
+#           list-tags + GET /tags/list (pagination with n/last is checked
+#           only if the server honours ?n=; Distribution 2.8 ignores it);
+#           delete by tag -> manifest 404 by digest and tag, other tag and
+#           other repo unaffected; HEAD/404 behaviour via curl.
 #  multi    buildah manifest create/add/push --all as OCI index and as docker
 #           manifest list; verify whole tree; skopeo inspect --override-arch;
-#           skopeo copy --all to an OCI layout and back to a new repo with
-#           identical index digest.
+#           skopeo copy --all (index -> OCI layout, list -> dir:) and back to
+#           a new repo with identical digests; podman/docker/ctr pull it too.
 #  podman   pull (fresh storage), image ID == config digest, tag+push (oci and
 #           v2s2, --digestfile == registry digest), rmi + pull by tag and by
 #           digest, pull --arch arm64 from an index, build (COPY/ENV/LABEL)
@@ -54,12 +56,29 @@
 # Debian packages needed: skopeo podman buildah containerd docker.io
 # busybox-static jq curl coreutils gzip tar (+ runc/crun, pulled in by
 # docker.io/podman).  Must run as root (dockerd, containerd).
+# Global state it cannot avoid touching as root: skopeo's blob-info cache
+# /var/lib/containers/cache (no flag for it), and empty runtime dirs that
+# dockerd/containerd/runc hard-code (/run/docker/plugins, /run/containerd/s,
+# /run/runc).  No other daemon, socket, store or config outside the work dir.
 #
-# Environment knobs: E2E_TIMEOUT, E2E_KEEP=1, E2E_SKIP="docker ctr ..."
-# (sections to skip: skopeo multi podman buildah docker ctr),
-# DOCKER_CLI (default /usr/bin/docker, the client matching Debian's dockerd).
+# Environment knobs: E2E_TIMEOUT (per client command, default 120s),
+# E2E_TOTAL_TIMEOUT (whole run, default 1800s, 0 = none), E2E_KEEP=1 (keep
+# work dir and per-step logs), E2E_LOG_TAIL (log lines shown per failure),
+# E2E_SKIP="docker ctr ..." (sections: skopeo multi podman buildah docker
+# ctr; later sections use images pushed by skopeo and multi),
+# E2E_STRICT_PAGINATION=1 (fail if /tags/list ignores ?n=), DOCKER_CLI
+# (default /usr/bin/docker: the client matching Debian's dockerd 20.10; the
+# newer /usr/local/bin/docker would need DOCKER_API_VERSION).
 
 set -u -o pipefail
+
+# Overall time limit: re-exec under timeout(1), which signals our whole
+# process group (steps and daemons) when E2E_TOTAL_TIMEOUT expires; the EXIT
+# trap then stops everything by PID and prints the summary.
+if [ -z "${E2E_UNDER_WATCHDOG:-}" ] && [ "${E2E_TOTAL_TIMEOUT:-1800}" != 0 ]; then
+	export E2E_UNDER_WATCHDOG=1
+	exec timeout -k 60 "${E2E_TOTAL_TIMEOUT:-1800}" bash "${BASH_SOURCE[0]}" "$@"
+fi
 
 usage() { echo "usage: $0 127.0.0.1:PORT" >&2; echo "e2e: 0 passed, 1 failed"; exit 2; }
 [ $# -eq 1 ] || usage
@@ -91,6 +110,7 @@ finish() {
 		echo "e2e: keeping work dir $WORK"
 	else
 		rm -rf "$WORK"
+		[ "$E2E_FAILED" -gt 0 ] && echo "e2e: (logs removed; rerun with E2E_KEEP=1 to keep them)"
 	fi
 	if [ "$E2E_DONE" != 1 ]; then
 		echo "e2e: interrupted or aborted (rc=$rc)"

@@ -167,6 +167,7 @@ async fn handle(
         .unwrap_or("")
         .to_string();
     let head = method == Method::HEAD;
+    let has_body = !hyper::body::Body::is_end_stream(req.body());
     let (route, result) = dispatch(&app, req).await;
     let mut resp = match result {
         Ok(r) => r,
@@ -178,7 +179,15 @@ async fn handle(
                     "request failed"
                 );
             }
-            e.into_response(!head)
+            let mut resp = e.into_response(!head);
+            if has_body {
+                // The body may be unread: this connection cannot carry
+                // another request, so say so rather than let the client
+                // find out by writing into a closed socket.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     for (name, value) in &app.fixed_headers {

@@ -1,1 +1,10 @@
+//! Integration tests: each starts the real `registry` binary on an
+//! ephemeral 127.0.0.1 port with its own store and speaks HTTP to it.
+
+mod api;
+mod blobs;
+mod config;
+mod faults;
+mod manifests;
 mod support;
+mod uploads;

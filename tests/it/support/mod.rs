@@ -1,1 +1,432 @@
+//! Shared test support: a real registry process on an ephemeral port, and a
+//! small HTTP client that returns every status as data.
 
+#![allow(dead_code)] // each test module uses a different part of this
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_registry");
+
+/// A registry process serving a temporary (or given) root on 127.0.0.1:0.
+pub struct Server {
+    pub addr: String,
+    pub root: PathBuf,
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+    pub log: mpsc::Receiver<String>,
+}
+
+/// Options for a test server's config.yml.
+#[derive(Clone)]
+pub struct Opts {
+    pub delete: bool,
+    pub extra: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            delete: true,
+            extra: String::new(),
+            env: vec![],
+        }
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Opts::default())
+    }
+
+    pub fn start_with(opts: Opts) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let mut s = Server::start_at(&root, opts);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Start a server on an existing root (kept by the caller).
+    pub fn start_at(root: &Path, opts: Opts) -> Server {
+        let cfg_dir = root.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&cfg_dir).unwrap();
+        let cfg = cfg_dir.join(format!("config-{}.yml", rand_suffix()));
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {}\nhttp:\n  addr: 127.0.0.1:0\n{}",
+                root.display(),
+                opts.delete,
+                opts.extra
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg(&cfg);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let (child, addr, log) = spawn_and_wait(cmd);
+        Server {
+            addr,
+            root: root.to_path_buf(),
+            child,
+            _dir: None,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL the process, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let (alg, hex) = digest.split_once(':').unwrap();
+        self.root
+            .join("docker/registry/v2/blobs")
+            .join(alg)
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Files anywhere under the root whose path contains `needle`.
+    pub fn files_containing(&self, needle: &str) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let mut stack = vec![self.root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.to_string_lossy().contains(needle) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawn a registry command and wait for its "listening on ADDR" line.
+pub fn spawn_and_wait(mut cmd: Command) -> (Child, String, mpsc::Receiver<String>) {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start registry");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = vec![];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(i) = line.find("listening on ") {
+                    let addr = line[i + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string();
+                    return (child, addr, rx);
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("registry did not start; output:\n{}", seen.join("\n"));
+            }
+        }
+    }
+}
+
+/// Run the registry binary to completion (for start-up failures).
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A response, whatever its status.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The first error code of a spec error body.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", String::from_utf8_lossy(&self.body)))
+            .to_string()
+    }
+
+    /// Assert status and, for errors, the spec code.
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: Option<&str>) -> &Self {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        if let Some(code) = code {
+            assert_eq!(self.error_code(), code);
+        }
+        self
+    }
+}
+
+/// A client bound to one server.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(server: &Server) -> Client {
+        Client::for_addr(&server.addr)
+    }
+
+    pub fn for_addr(addr: &str) -> Client {
+        Client {
+            base: format!("http://{addr}"),
+            agent: ureq::AgentBuilder::new()
+                .redirects(0)
+                .timeout(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// Send a request. `path` may be a full URL (a Location header).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        };
+        let mut req = self.agent.request(method, &url);
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {url}: {e}"),
+        };
+        let status = resp.status();
+        let mut headers = HashMap::new();
+        for name in resp.headers_names() {
+            let all: Vec<&str> = resp.all(&name);
+            headers.insert(name.to_ascii_lowercase(), all.join(", "));
+        }
+        let mut body = vec![];
+        if method != "HEAD" {
+            resp.into_reader().read_to_end(&mut body).unwrap();
+        }
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, &[], None)
+    }
+
+    pub fn head(&self, path: &str) -> Resp {
+        self.call("HEAD", path, &[], None)
+    }
+
+    /// Push a blob in one request; returns its digest.
+    pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = sha256(data);
+        self.call(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            &[("content-type", "application/octet-stream")],
+            Some(data),
+        )
+        .expect(201, None);
+        d
+    }
+
+    /// Push a manifest; returns the response.
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
+        self.call(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            Some(body),
+        )
+    }
+
+    /// Push a small image (config + one layer + manifest) tagged `tag`;
+    /// returns the manifest bytes and digest.
+    pub fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (Vec<u8>, String) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        let layer = format!("layer data for {seed}").repeat(100);
+        let cd = self.push_blob(repo, config.as_bytes());
+        let ld = self.push_blob(repo, layer.as_bytes());
+        let manifest = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, manifest.as_bytes());
+        r.expect(201, None);
+        let d = sha256(manifest.as_bytes());
+        assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+        (manifest.into_bytes(), d)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// An OCI image manifest JSON with the given config, layers and subject.
+pub fn image_manifest(
+    config: &str,
+    config_size: usize,
+    layers: &[(&str, usize)],
+    subject: Option<(&str, usize)>,
+) -> String {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, s)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{s}}}"#)
+        })
+        .collect();
+    let subject = subject
+        .map(|(d, s)| {
+            format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{s}}}"#)
+        })
+        .unwrap_or_default();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]{subject}}}"#,
+        layers.join(",")
+    )
+}
+
+/// Send a request line exactly as given (no client-side path cleaning) and
+/// return the status code.
+pub fn raw_status(addr: &str, method: &str, path: &str) -> u16 {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"))
+}
+
+/// Send a request with a body over a fresh connection, tolerating the
+/// server answering (and closing) before the body is all written, as a
+/// server refusing an oversized body does. Returns status and body text.
+pub fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"));
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,172 @@
+//! Blob GET/HEAD/DELETE, Range requests, mounts.
+
+use crate::support::*;
+
+#[test]
+fn monolithic_push_then_pull_with_ranges() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let d = sha256(&data);
+    let r = c.call(
+        "POST",
+        &format!("/v2/r/blobs/uploads/?digest={d}"),
+        &[],
+        Some(&data),
+    );
+    r.expect(201, None);
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    assert!(r
+        .header("location")
+        .unwrap()
+        .ends_with(&format!("/v2/r/blobs/{d}")));
+    assert!(s.blob_path(&d).exists(), "Distribution's layout");
+
+    let h = c.head(&format!("/v2/r/blobs/{d}"));
+    h.expect(200, None);
+    assert_eq!(h.header("content-length"), Some("100000"));
+    assert_eq!(h.header("docker-content-digest"), Some(d.as_str()));
+    let g = c.get(&format!("/v2/r/blobs/{d}"));
+    g.expect(200, None);
+    assert_eq!(g.body, data);
+
+    let range = |spec: &str| c.call("GET", &format!("/v2/r/blobs/{d}"), &[("range", spec)], None);
+    let r = range("bytes=10-19");
+    r.expect(206, None);
+    assert_eq!(r.body, &data[10..20]);
+    assert_eq!(r.header("content-range"), Some("bytes 10-19/100000"));
+    let r = range("bytes=99990-");
+    assert_eq!(r.body, &data[99990..]);
+    let r = range("bytes=-5");
+    assert_eq!(r.body, &data[99995..]);
+    let r = range("bytes=100000-");
+    r.expect(416, None);
+    assert_eq!(r.header("content-range"), Some("bytes */100000"));
+    // A form we may ignore serves the whole blob.
+    assert_eq!(range("bytes=0-1,5-6").status, 200);
+}
+
+#[test]
+fn unknown_blobs_and_bad_digests() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let d = sha256(b"never pushed");
+    c.get(&format!("/v2/r/blobs/{d}"))
+        .expect(404, Some("BLOB_UNKNOWN"));
+    let h = c.head(&format!("/v2/r/blobs/{d}"));
+    assert_eq!(h.status, 404);
+    for bad in [
+        "sha256:abc",
+        "sha256:ZZZ",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "nocolon",
+    ] {
+        c.get(&format!("/v2/r/blobs/{bad}"))
+            .expect(400, Some("DIGEST_INVALID"));
+    }
+    // A blob pushed to one repository is not visible from another.
+    let d = c.push_blob("one", b"private to one");
+    c.get(&format!("/v2/other/blobs/{d}"))
+        .expect(404, Some("BLOB_UNKNOWN"));
+}
+
+#[test]
+fn digest_mismatch_leaves_nothing() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let claimed = sha256(b"something else");
+    c.call(
+        "POST",
+        &format!("/v2/r/blobs/uploads/?digest={claimed}"),
+        &[],
+        Some(b"actual bytes"),
+    )
+    .expect(400, Some("DIGEST_INVALID"));
+    assert!(!s.blob_path(&claimed).exists());
+    assert!(!s.blob_path(&sha256(b"actual bytes")).exists());
+    assert!(
+        s.files_containing("/_uploads/").is_empty(),
+        "upload data removed"
+    );
+    assert!(s.files_containing("/_tmp/").is_empty());
+}
+
+#[test]
+fn delete_unlinks_and_respects_config() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let d = c.push_blob("r", b"to delete");
+    let r = c.call("DELETE", &format!("/v2/r/blobs/{d}"), &[], None);
+    r.expect(202, None);
+    c.get(&format!("/v2/r/blobs/{d}"))
+        .expect(404, Some("BLOB_UNKNOWN"));
+    c.call("DELETE", &format!("/v2/r/blobs/{d}"), &[], None)
+        .expect(404, Some("BLOB_UNKNOWN"));
+
+    let s = Server::start_with(Opts {
+        delete: false,
+        ..Opts::default()
+    });
+    let c = Client::new(&s);
+    let d = c.push_blob("r", b"kept");
+    c.call("DELETE", &format!("/v2/r/blobs/{d}"), &[], None)
+        .expect(405, Some("UNSUPPORTED"));
+    let (_, md) = c.push_image("r", "t", "x");
+    c.call("DELETE", &format!("/v2/r/manifests/{md}"), &[], None)
+        .expect(405, Some("UNSUPPORTED"));
+    c.call("DELETE", "/v2/r/manifests/t", &[], None)
+        .expect(405, Some("UNSUPPORTED"));
+    c.get(&format!("/v2/r/blobs/{d}")).expect(200, None);
+}
+
+#[test]
+fn cross_repository_mount() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let d = c.push_blob("src/repo", b"shared layer");
+    // With from: linked without an upload.
+    let r = c.call(
+        "POST",
+        &format!("/v2/dst/blobs/uploads/?mount={d}&from=src/repo"),
+        &[],
+        Some(b""),
+    );
+    r.expect(201, None);
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    c.get(&format!("/v2/dst/blobs/{d}")).expect(200, None);
+    // From a repository that lacks it: an ordinary upload session instead.
+    let r = c.call(
+        "POST",
+        &format!("/v2/dst2/blobs/uploads/?mount={d}&from=elsewhere"),
+        &[],
+        Some(b""),
+    );
+    r.expect(202, None);
+    assert!(r
+        .header("location")
+        .unwrap()
+        .contains("/v2/dst2/blobs/uploads/"));
+    // Without from: mounted when the registry has the blob.
+    c.call(
+        "POST",
+        &format!("/v2/dst3/blobs/uploads/?mount={d}"),
+        &[],
+        Some(b""),
+    )
+    .expect(201, None);
+    let unknown = sha256(b"nobody has this");
+    c.call(
+        "POST",
+        &format!("/v2/dst3/blobs/uploads/?mount={unknown}"),
+        &[],
+        Some(b""),
+    )
+    .expect(202, None);
+    c.call(
+        "POST",
+        "/v2/dst3/blobs/uploads/?mount=sha256:bad&from=src/repo",
+        &[],
+        Some(b""),
+    )
+    .expect(400, Some("DIGEST_INVALID"));
+}

@@ -1,0 +1,177 @@
+//! Upload sessions: chunks, order, status, cancel, restart.
+
+use crate::support::*;
+
+fn start_upload(c: &Client, repo: &str) -> String {
+    let r = c.call(
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        Some(b""),
+    );
+    r.expect(202, None);
+    assert_eq!(r.header("range"), Some("0-0"));
+    assert!(r.header("docker-upload-uuid").is_some());
+    r.header("location").unwrap().to_string()
+}
+
+fn patch(c: &Client, loc: &str, range: Option<&str>, data: &[u8]) -> Resp {
+    let mut headers = vec![("content-type", "application/octet-stream")];
+    if let Some(r) = range {
+        headers.push(("content-range", r));
+    }
+    c.call("PATCH", loc, &headers, Some(data))
+}
+
+fn with_digest(loc: &str, d: &str) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={d}")
+}
+
+#[test]
+fn chunked_upload_in_order() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i * 7) as u8).collect();
+    let d = sha256(&data);
+    let loc = start_upload(&c, "r");
+    let r = patch(&c, &loc, Some("0-9999"), &data[..10_000]);
+    r.expect(202, None);
+    assert_eq!(r.header("range"), Some("0-9999"));
+    let loc = r.header("location").unwrap().to_string();
+    let r = patch(&c, &loc, Some("10000-19999"), &data[10_000..20_000]);
+    assert_eq!(r.header("range"), Some("0-19999"));
+    // Status.
+    let st = c.get(&loc);
+    st.expect(204, None);
+    assert_eq!(st.header("range"), Some("0-19999"));
+    // Out of order and overlapping chunks are refused with 416 and the
+    // session is kept, with the Range to resume from.
+    let r = patch(&c, &loc, Some("25000-29999"), &data[25_000..]);
+    r.expect(416, Some("BLOB_UPLOAD_INVALID"));
+    assert_eq!(r.header("range"), Some("0-19999"));
+    let r = patch(&c, &loc, Some("10000-19999"), &data[10_000..20_000]);
+    r.expect(416, None);
+    // Content-Range that disagrees with the body length.
+    patch(&c, &loc, Some("20000-20009"), &data[20_000..20_005]).expect(416, None);
+    // The final chunk with the PUT.
+    let r = c.call(
+        "PUT",
+        &with_digest(&loc, &d),
+        &[("content-range", "20000-29999")],
+        Some(&data[20_000..]),
+    );
+    r.expect(201, None);
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    assert_eq!(c.get(&format!("/v2/r/blobs/{d}")).body, data);
+    // The session is gone.
+    c.get(&loc).expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    patch(&c, &loc, None, b"more").expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+}
+
+#[test]
+fn streamed_patch_then_empty_put() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let data = vec![42u8; 3 << 20];
+    let d = sha256(&data);
+    let loc = start_upload(&c, "r");
+    let r = patch(&c, &loc, None, &data);
+    r.expect(202, None);
+    assert_eq!(
+        r.header("range"),
+        Some(format!("0-{}", data.len() - 1).as_str())
+    );
+    c.call(
+        "PUT",
+        &with_digest(r.header("location").unwrap(), &d),
+        &[],
+        None,
+    )
+    .expect(201, None);
+    assert_eq!(c.get(&format!("/v2/r/blobs/{d}")).body.len(), data.len());
+}
+
+#[test]
+fn put_requires_valid_matching_digest() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let loc = start_upload(&c, "r");
+    patch(&c, &loc, None, b"abc").expect(202, None);
+    c.call("PUT", &loc, &[], None)
+        .expect(400, Some("DIGEST_INVALID"));
+    c.call("PUT", &with_digest(&loc, "sha256:nothex"), &[], None)
+        .expect(400, Some("DIGEST_INVALID"));
+    let wrong = sha256(b"abd");
+    c.call("PUT", &with_digest(&loc, &wrong), &[], None)
+        .expect(400, Some("DIGEST_INVALID"));
+    // A mismatch ends the session and removes its data.
+    c.get(&loc).expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    assert!(s.files_containing("/_uploads/").is_empty());
+    assert!(!s.blob_path(&wrong).exists());
+}
+
+#[test]
+fn cancel_and_unknown_sessions() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let loc = start_upload(&c, "r");
+    patch(&c, &loc, None, b"partial").expect(202, None);
+    c.call("DELETE", &loc, &[], None).expect(204, None);
+    c.get(&loc).expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    c.call("DELETE", &loc, &[], None)
+        .expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    assert!(s.files_containing("/_uploads/").is_empty());
+    c.get("/v2/r/blobs/uploads/00000000-0000-4000-8000-000000000000")
+        .expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    c.get("/v2/r/blobs/uploads/..%2F..%2Fetc")
+        .expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    // A session belongs to its repository.
+    let loc = start_upload(&c, "mine");
+    let id = loc.rsplit('/').next().unwrap();
+    c.get(&format!("/v2/theirs/blobs/uploads/{id}"))
+        .expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    c.get(&loc).expect(204, None);
+}
+
+#[test]
+fn sha512_blobs() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    use sha2::Digest as _;
+    let data = b"sha512 content";
+    let d = format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)));
+    c.call(
+        "POST",
+        &format!("/v2/r/blobs/uploads/?digest={d}"),
+        &[],
+        Some(data),
+    )
+    .expect(201, None);
+    assert_eq!(c.get(&format!("/v2/r/blobs/{d}")).body, data);
+}
+
+#[test]
+fn upload_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+    let d = sha256(&data);
+    let loc;
+    {
+        let s = Server::start_at(&root, Opts::default());
+        let c = Client::new(&s);
+        loc = start_upload(&c, "r");
+        patch(&c, &loc, Some("0-99999"), &data[..100_000]).expect(202, None);
+    }
+    let s = Server::start_at(&root, Opts::default());
+    let c = Client::new(&s);
+    let path = format!("/v2/r/blobs/uploads/{}", loc.rsplit('/').next().unwrap());
+    let st = c.get(&path);
+    st.expect(204, None);
+    assert_eq!(st.header("range"), Some("0-99999"));
+    patch(&c, &path, Some("100000-199999"), &data[100_000..]).expect(202, None);
+    c.call("PUT", &with_digest(&path, &d), &[], None)
+        .expect(201, None);
+    assert_eq!(c.get(&format!("/v2/r/blobs/{d}")).body, data);
+}
