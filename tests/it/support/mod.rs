@@ -162,6 +162,7 @@ pub fn spawn_and_wait(mut cmd: Command) -> (Child, String, mpsc::Receiver<String
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("registry did not start; output:\n{}", seen.join("\n"));
             }
         }
