@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use registry::config::{Config, LogFormat};
+use registry::config::Config;
 use registry::server::{self, App};
 
 #[derive(Parser)]
@@ -48,7 +48,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
 
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    init_logging(&config);
+    registry::logging::init(&config.log);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -84,23 +84,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: draining requests in flight");
-}
-
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let level = config.log.level.to_string();
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hyper=warn,h2=warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.formatter {
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-    if !config.log.fields.is_empty() {
-        // Static fields: a process-wide span entered on the main thread only
-        // would miss worker threads, so log them once at start instead.
-        tracing::info!(fields = ?config.log.fields, "log fields");
-    }
 }

@@ -6,6 +6,7 @@
 //! read by all of them. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod config;
+pub mod logging;
 pub mod oci;
 pub mod server;
 pub mod storage;

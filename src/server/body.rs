@@ -73,3 +73,23 @@ pub async fn read_limited(
     }
     Ok(out)
 }
+
+/// Largest unread body we read and discard before answering an error, so
+/// that a client still writing its chunk sees our answer rather than a
+/// reset connection. Past this the connection is simply closed.
+const DRAIN_LIMIT: u64 = 8 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read and discard what is left of a body, within bounds.
+pub async fn drain(src: &mut RequestBody) {
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = src.next_chunk().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}

@@ -102,3 +102,94 @@ fn unimplemented_keys_are_logged_by_name() {
     );
     assert!(err.contains("cannot listen on 192.0.2.1:5000"), "{err}");
 }
+
+#[test]
+fn json_logs_carry_log_fields() {
+    let s = Server::start_with(Opts {
+        extra:
+            "log:\n  formatter: json\n  fields:\n    service: registry\n    environment: test env\n"
+                .into(),
+        ..Opts::default()
+    });
+    Client::new(&s).get("/v2/").expect(200, None);
+    let line = wait_for_line(&s, "\"registry::access\"");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["service"], "registry");
+    assert_eq!(v["environment"], "test env");
+    assert_eq!(v["fields"]["status"], 200);
+    assert_eq!(v["fields"]["route"], "base");
+}
+
+#[test]
+fn text_logs_carry_log_fields() {
+    let s = Server::start_with(Opts {
+        extra: "log:\n  fields:\n    service: registry\n".into(),
+        ..Opts::default()
+    });
+    Client::new(&s).get("/v2/_catalog").expect(200, None);
+    let line = wait_for_line(&s, "route=\"catalog\"");
+    assert!(line.ends_with(" service=registry"), "{line}");
+    assert!(
+        !line.contains('\x1b'),
+        "no colour codes when not on a terminal: {line}"
+    );
+}
+
+fn wait_for_line(s: &Server, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = s.log.recv_timeout(std::time::Duration::from_millis(200)) {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+    panic!("no log line containing {needle}");
+}
+
+#[test]
+fn abandoned_uploads_are_purged() {
+    let s = Server::start_with(Opts {
+        storage: "  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1s\n      interval: 1s\n      dryrun: false\n"
+            .into(),
+        ..Opts::default()
+    });
+    let c = Client::new(&s);
+    let r = c.call("POST", "/v2/r/blobs/uploads/", &[], Some(b""));
+    let loc = r.header("location").unwrap().to_string();
+    c.call("PATCH", &loc, &[], Some(b"abandoned"))
+        .expect(202, None);
+    assert!(!s.files_containing("/_uploads/").is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.files_containing("/_uploads/").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "upload never purged");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    c.get(&loc).expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+}
+
+#[test]
+fn read_only_mode_refuses_writes_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let d = {
+        let s = Server::start_at(&root, Opts::default());
+        Client::new(&s).push_image("r", "t", "x");
+        Client::new(&s).push_blob("r", b"blob")
+    };
+    let s = Server::start_at(
+        &root,
+        Opts {
+            storage: "  maintenance:\n    readonly:\n      enabled: true\n".into(),
+            ..Opts::default()
+        },
+    );
+    let c = Client::new(&s);
+    c.get("/v2/r/manifests/t").expect(200, None);
+    c.get(&format!("/v2/r/blobs/{d}")).expect(200, None);
+    c.call("POST", "/v2/r/blobs/uploads/", &[], Some(b""))
+        .expect(405, Some("UNSUPPORTED"));
+    c.call("DELETE", "/v2/r/manifests/t", &[], None)
+        .expect(405, Some("UNSUPPORTED"));
+}

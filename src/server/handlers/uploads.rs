@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 
 use super::{content_length, header_str, query, query_param, respond};
 use crate::oci::{Digest, ErrorCode, RepoName};
-use crate::server::body::{Body, RequestBody};
+use crate::server::body::{drain, Body, RequestBody};
 use crate::server::error::ApiError;
 use crate::server::App;
 use crate::storage::{StorageError, UploadId};
@@ -136,6 +136,9 @@ pub(super) async fn start(
             .complete_upload(&repo, &id, &digest, None, Some(&mut src))
             .await;
         if let Err(e) = result {
+            if !matches!(e, StorageError::ClientGone(_)) {
+                drain(&mut src).await;
+            }
             // The client has no Location to resume with: don't keep the partial.
             if !matches!(e, StorageError::DigestMismatch { .. }) {
                 let _ = app.store.cancel_upload(&repo, &id).await;
@@ -157,13 +160,24 @@ pub(super) async fn patch(
     id: UploadId,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    let start = chunk_start(&parts.headers)?;
     let mut src = RequestBody(body);
-    let status = app
-        .store
-        .append_upload(&repo, &id, start, &mut src)
-        .await
-        .map_err(|e| with_location(app, &parts.headers, &repo, &id, e))?;
+    let start = match chunk_start(&parts.headers) {
+        Ok(s) => s,
+        Err(e) => {
+            drain(&mut src).await;
+            return Err(e);
+        }
+    };
+    let result = app.store.append_upload(&repo, &id, start, &mut src).await;
+    let status = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if !matches!(e, StorageError::ClientGone(_)) {
+                drain(&mut src).await;
+            }
+            return Err(with_location(app, &parts.headers, &repo, &id, e));
+        }
+    };
     Ok(respond(
         StatusCode::ACCEPTED,
         &upload_headers(app, &parts.headers, &repo, &id, status.size),
@@ -184,12 +198,24 @@ pub(super) async fn put(
         )
     })?;
     let (parts, body) = req.into_parts();
-    let start = chunk_start(&parts.headers)?;
     let mut src = RequestBody(body);
-    app.store
+    let start = match chunk_start(&parts.headers) {
+        Ok(s) => s,
+        Err(e) => {
+            drain(&mut src).await;
+            return Err(e);
+        }
+    };
+    let result = app
+        .store
         .complete_upload(&repo, &id, &digest, start, Some(&mut src))
-        .await
-        .map_err(|e| with_location(app, &parts.headers, &repo, &id, e))?;
+        .await;
+    if let Err(e) = result {
+        if !matches!(e, StorageError::ClientGone(_)) {
+            drain(&mut src).await;
+        }
+        return Err(with_location(app, &parts.headers, &repo, &id, e));
+    }
     Ok(blob_created(app, &parts.headers, &repo, &digest))
 }
 

@@ -27,7 +27,11 @@ pub struct Server {
 #[derive(Clone)]
 pub struct Opts {
     pub delete: bool,
+    /// Lines appended inside `http:` (indented two spaces) or, unindented,
+    /// new top-level sections.
     pub extra: String,
+    /// Lines appended inside `storage:` (indented two spaces).
+    pub storage: String,
     pub env: Vec<(String, String)>,
 }
 
@@ -36,6 +40,7 @@ impl Default for Opts {
         Opts {
             delete: true,
             extra: String::new(),
+            storage: String::new(),
             env: vec![],
         }
     }
@@ -62,9 +67,10 @@ impl Server {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {}\nhttp:\n  addr: 127.0.0.1:0\n{}",
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {}\n{}http:\n  addr: 127.0.0.1:0\n{}",
                 root.display(),
                 opts.delete,
+                opts.storage,
                 opts.extra
             ),
         )
@@ -151,11 +157,10 @@ pub fn spawn_and_wait(mut cmd: Command) -> (Child, String, mpsc::Receiver<String
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(i) = line.find("listening on ") {
-                    let addr = line[i + "listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .to_string();
+                    let addr: String = line[i + "listening on ".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || ".:[]".contains(*c))
+                        .collect();
                     return (child, addr, rx);
                 }
                 seen.push(line);

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Baseline: run scripts/e2e.sh against Debian's docker-registry (CNCF
-# Distribution 2.8, package docker-registry) started here on 127.0.0.1 with a
-# throw-away filesystem store and deletes enabled.  Useful to tell client or
-# environment problems apart from bugs in our server.
+# Run scripts/e2e.sh against a registry binary started here on 127.0.0.1
+# with a throw-away filesystem store and deletes enabled. BIN is anything
+# that takes `BIN serve CONFIG` with a Distribution config.yml: our
+# target/*/registry, or Debian's docker-registry (CNCF Distribution 2.8, the
+# default), which tells client or environment problems apart from our bugs.
 #
-#   usage: scripts/e2e-distribution.sh [PORT]     (default: a free port >= 5100)
+#   usage: scripts/e2e-against.sh [BIN] [PORT]   (default port: a free one >= 5100)
 #
 # Extra environment is passed through to e2e.sh (E2E_TIMEOUT, E2E_SKIP, ...).
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
-[ -x "$BIN" ] || { echo "missing $BIN (apt-get install docker-registry)" >&2; exit 2; }
+BIN=${1:-/usr/bin/docker-registry}
+[ -x "$BIN" ] || { echo "missing $BIN (build it, or apt-get install docker-registry)" >&2; exit 2; }
+shift || true
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=${1:-}
@@ -55,9 +57,9 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 if ! curl -fs --noproxy '*' -o /dev/null "http://127.0.0.1:$PORT/v2/"; then
-	echo "docker-registry did not start:" >&2
+	echo "$BIN did not start:" >&2
 	cat "$DIR/registry.log" >&2
 	exit 2
 fi
-echo "distribution: $("$BIN" --version 2>/dev/null | head -n1) pid $PID on 127.0.0.1:$PORT"
+echo "registry under test: $("$BIN" --version 2>/dev/null | head -n1) pid $PID on 127.0.0.1:$PORT"
 "$HERE/e2e.sh" "127.0.0.1:$PORT"
