@@ -233,3 +233,79 @@ host_arch() {
 	x86_64) echo amd64 ;; aarch64) echo arm64 ;; armv7l) echo arm ;; *) uname -m ;;
 	esac
 }
+
+# ---------------------------------------------------------------- shared by compat.sh
+# isolate_clients DIR: keep skopeo/buildah away from global config, proxies
+# and credentials (same settings as e2e.sh uses); everything lives under DIR.
+# Sets POLICY (a signature policy accepting anything) for --policy.
+isolate_clients() {
+	local d=$1
+	mkdir -p "$d/tmp" "$d/home"
+	export TMPDIR=$d/tmp
+	export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+	unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
+	export HOME=$d/home
+	export XDG_RUNTIME_DIR=$d/xdg-run XDG_CONFIG_HOME=$d/home/.config XDG_DATA_HOME=$d/home/.local/share
+	mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+	export REGISTRY_AUTH_FILE=$d/auth.json
+	echo '{"auths":{}}' >"$REGISTRY_AUTH_FILE"
+	export CONTAINERS_REGISTRIES_CONF=$d/registries.conf
+	printf 'unqualified-search-registries = []\nshort-name-mode = "disabled"\n' >"$CONTAINERS_REGISTRIES_CONF"
+	export CONTAINERS_STORAGE_CONF=$d/storage.conf
+	printf '[storage]\ndriver = "vfs"\ngraphroot = "%s"\nrunroot = "%s"\n' "$d/c-default/root" "$d/c-default/run" >"$CONTAINERS_STORAGE_CONF"
+	POLICY=$d/policy.json
+	echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$POLICY"
+}
+
+# log_listen_addr LOGFILE: the "listening on 127.0.0.1:PORT" address a
+# server logged (ANSI colours stripped); empty if not (yet) logged.
+log_listen_addr() {
+	sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | grep -o 'listening on 127\.0\.0\.1:[0-9]\+' | head -n1 | sed 's/^listening on //'
+}
+
+# reg_upload_url LOCATION: absolute URL for an upload Location header; only
+# URLs on $REG are accepted (relative ones are resolved against it).
+reg_upload_url() {
+	case "$1" in
+	"http://$REG/"*) echo "$1" ;;
+	/*) echo "http://$REG$1" ;;
+	*) fail_now "upload Location [$1] is not on http://$REG/" ;;
+	esac
+}
+
+# reg_chunked_upload REPO FILE NCHUNKS: chunked blob upload with curl:
+# POST, NCHUNKS x PATCH (Content-Range: start-end), then PUT ?digest= with an
+# empty body.  Checks statuses, Range after every chunk and the final digest.
+reg_chunked_upload() {
+	local repo=$1 file=$2 n=$3 size dg loc code i start=0 end sep
+	local h=$WORK/tmp/upload.hdr chunk=$WORK/tmp/upload.chunk
+	size=$(stat -c %s "$file")
+	dg="sha256:$(sha256_file "$file")"
+	[ "$size" -ge "$n" ] || fail_now "blob too small for $n chunks"
+	code=$(rcurl -X POST -o /dev/null -D "$h" -w '%{http_code}' -H 'Content-Length: 0' "http://$REG/v2/$repo/blobs/uploads/")
+	expect_eq "$code" 202 "POST /v2/$repo/blobs/uploads/ status"
+	loc=$(hdr "$h" Location)
+	expect_ne_empty "$loc" "upload Location"
+	for ((i = 1; i <= n; i++)); do
+		end=$((size * i / n - 1))
+		tail -c +$((start + 1)) "$file" | head -c $((end - start + 1)) >"$chunk"
+		code=$(rcurl -X PATCH -o /dev/null -D "$h" -w '%{http_code}' -H 'Expect:' \
+			-H 'Content-Type: application/octet-stream' -H "Content-Range: $start-$end" \
+			--data-binary "@$chunk" "$(reg_upload_url "$loc")")
+		expect_eq "$code" 202 "PATCH chunk $i/$n ($start-$end) status"
+		expect_eq "$(hdr "$h" Range)" "0-$end" "Range after chunk $i"
+		loc=$(hdr "$h" Location)
+		expect_ne_empty "$loc" "upload Location after chunk $i"
+		start=$((end + 1))
+	done
+	case "$loc" in *\?*) sep='&' ;; *) sep='?' ;; esac
+	code=$(rcurl -X PUT -o /dev/null -D "$h" -w '%{http_code}' -H 'Content-Length: 0' "$(reg_upload_url "$loc")${sep}digest=$dg")
+	expect_eq "$code" 201 "PUT ?digest= status"
+	expect_eq "$(hdr "$h" Docker-Content-Digest)" "$dg" "PUT Docker-Content-Digest"
+	rm -f "$chunk"
+}
+
+# reg_tags REPO: {"name","tags"} from GET /v2/REPO/tags/list, tags sorted
+reg_tags() { rcurl -f "http://$REG/v2/$1/tags/list" | jq -cS '{name, tags: ((.tags // []) | sort)}'; }
+# reg_catalog: sorted repository names from GET /v2/_catalog, comma-separated
+reg_catalog() { rcurl -f "http://$REG/v2/_catalog" | jq -r '(.repositories // []) | sort | join(",")'; }

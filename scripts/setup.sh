@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on a fresh Debian machine (run as root):
+# the real clients for the end-to-end tests and Debian's docker-registry
+# (CNCF Distribution 2.8), the reference for the compatibility test.
+# The Rust toolchain is expected to be there already (rustup's cargo).
+set -euo pipefail
+
+PACKAGES=(
+	curl jq ca-certificates
+	skopeo podman buildah containerd docker.io busybox-static
+	docker-registry
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "setup: missing packages: ${missing[*]}; run: sudo $0" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
+echo "setup: all test dependencies present"
