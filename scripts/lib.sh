@@ -288,7 +288,8 @@ reg_chunked_upload() {
 	expect_ne_empty "$loc" "upload Location"
 	for ((i = 1; i <= n; i++)); do
 		end=$((size * i / n - 1))
-		tail -c +$((start + 1)) "$file" | head -c $((end - start + 1)) >"$chunk"
+		dd if="$file" of="$chunk" bs=65536 iflag=skip_bytes,count_bytes skip="$start" count=$((end - start + 1)) status=none
+		expect_eq "$(stat -c %s "$chunk")" $((end - start + 1)) "chunk $i size"
 		code=$(rcurl -X PATCH -o /dev/null -D "$h" -w '%{http_code}' -H 'Expect:' \
 			-H 'Content-Type: application/octet-stream' -H "Content-Range: $start-$end" \
 			--data-binary "@$chunk" "$(reg_upload_url "$loc")")

@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -124,22 +124,7 @@ pub(super) async fn get(
     let mut resp = respond(status, &headers);
     resp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, len.into());
-    let mut file = tokio::fs::File::from_std(file);
-    if start > 0 {
-        use tokio::io::AsyncSeekExt;
-        file.seek(io::SeekFrom::Start(start)).await.map_err(|e| {
-            ApiError::from(crate::storage::StorageError::Io {
-                path: digest.to_string(),
-                source: e,
-            })
-        })?;
-    }
-    *resp.body_mut() = FileBody {
-        file,
-        remaining: len,
-        buf: BytesMut::new(),
-    }
-    .boxed();
+    *resp.body_mut() = FileBody::spawn(file, start, len).boxed();
     Ok(resp)
 }
 
@@ -156,11 +141,50 @@ pub(super) async fn delete(
     ))
 }
 
-/// Streams `remaining` bytes of a file in reads of up to 1 MiB.
+/// Streams `remaining` bytes of a file: a blocking reader thread reads
+/// 1 MiB at a time (positioned reads, no seek state) into a short channel,
+/// so disk reads overlap socket writes without tokio::fs's extra copy.
 struct FileBody {
-    file: tokio::fs::File,
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
     remaining: u64,
-    buf: BytesMut,
+}
+
+/// Reads queued ahead of the socket.
+const READ_AHEAD: usize = 2;
+
+impl FileBody {
+    fn spawn(file: std::fs::File, start: u64, len: u64) -> FileBody {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let end = start + len;
+            let mut offset = start;
+            while offset < end {
+                let want = (end - offset).min(READ_CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                let item = match file.read_at(&mut buf, offset) {
+                    // The blob is shorter than the Content-Length we sent:
+                    // fail the body rather than send a short blob as whole.
+                    Ok(0) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob ended early",
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        offset += n as u64;
+                        Ok(Bytes::from(buf))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                // A send error means the client went away: stop reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        FileBody { rx, remaining: len }
+    }
 }
 
 impl HttpBody for FileBody {
@@ -171,32 +195,18 @@ impl HttpBody for FileBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
-        if this.remaining == 0 {
+        if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        let want = this.remaining.min(READ_CHUNK as u64) as usize;
-        if this.buf.capacity() < want {
-            this.buf.reserve(want);
-        }
-        let n = {
-            let mut limited = (&mut this.buf).limit(want);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.file), cx, &mut limited) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Ok(n)) => n,
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(data))) => {
+                self.remaining = self.remaining.saturating_sub(data.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-        };
-        if n == 0 {
-            // The blob is shorter than it was when we sent Content-Length:
-            // fail the body rather than send a short blob as whole.
-            return Poll::Ready(Some(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "blob ended early",
-            ))));
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::other("blob reader stopped")))),
         }
-        this.remaining -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))))
     }
 
     fn is_end_stream(&self) -> bool {
