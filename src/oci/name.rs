@@ -89,6 +89,14 @@ impl FromStr for RepoName {
     }
 }
 
+// Ordering is the string's (derived on the one field), so a sorted map of
+// names can be searched with a plain `&str` bound such as a page's `last`.
+impl std::borrow::Borrow<str> for RepoName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for RepoName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -130,6 +138,12 @@ impl FromStr for Tag {
         } else {
             Err(TagError(s.to_string()))
         }
+    }
+}
+
+impl std::borrow::Borrow<str> for Tag {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

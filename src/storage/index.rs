@@ -29,6 +29,14 @@ pub struct Page<T> {
     pub more: bool,
 }
 
+/// The keys strictly after `last`, or all of them.
+fn after(last: Option<&str>) -> (Bound<&str>, Bound<&str>) {
+    match last {
+        Some(l) => (Bound::Excluded(l), Bound::Unbounded),
+        None => (Bound::Unbounded, Bound::Unbounded),
+    }
+}
+
 fn page<'a, K: Ord + Clone + 'a>(range: impl Iterator<Item = &'a K>, n: usize) -> Page<K> {
     let mut items = Vec::with_capacity(n.min(1024));
     let mut more = false;
@@ -91,32 +99,17 @@ impl Index {
         self.repos.read().unwrap().contains_key(repo)
     }
 
-    /// Repositories after `last`, at most `n`.
+    /// Repositories after `last`, at most `n`: O(log repos + n).
     pub fn catalog(&self, n: usize, last: Option<&str>) -> Page<RepoName> {
         let repos = self.repos.read().unwrap();
-        match last {
-            None => page(repos.keys(), n),
-            Some(last) => page(repos.keys().skip_while(|r| r.as_str() <= last), n),
-        }
+        page(repos.range::<str, _>(after(last)).map(|(k, _)| k), n)
     }
 
     /// Tags of `repo` after `last`, at most `n`; `None` if the repository is unknown.
     pub fn tags(&self, repo: &RepoName, n: usize, last: Option<&str>) -> Option<Page<Tag>> {
         let repos = self.repos.read().unwrap();
         let tags = repos.get(repo)?;
-        Some(match last.and_then(|l| l.parse::<Tag>().ok()) {
-            Some(last) => page(
-                tags.range((Bound::Excluded(last), Bound::Unbounded))
-                    .map(|(k, _)| k),
-                n,
-            ),
-            None if last.is_some() => {
-                // `last` is not a valid tag: compare as text.
-                let last = last.unwrap_or_default();
-                page(tags.keys().skip_while(|t| t.as_str() <= last), n)
-            }
-            None => page(tags.keys(), n),
-        })
+        Some(page(tags.range::<str, _>(after(last)).map(|(k, _)| k), n))
     }
 
     /// Tags of `repo` that currently point at `digest`.
