@@ -52,6 +52,19 @@ struct Session {
     closed: bool,
 }
 
+impl Session {
+    /// A chunk must start where the data so far ends.
+    fn check_start(&self, start: Option<u64>) -> Result<(), StorageError> {
+        match start {
+            Some(got) if got != self.size => Err(StorageError::ChunkOutOfOrder {
+                have: self.size,
+                got,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Sessions {
     map: DashMap<UploadId, Arc<Mutex<Session>>>,
@@ -154,14 +167,7 @@ impl Store {
     ) -> Result<UploadStatus, StorageError> {
         self.check_writable()?;
         let mut session = self.locked_session(repo, id).await?;
-        if let Some(start) = start {
-            if start != session.size {
-                return Err(StorageError::ChunkOutOfOrder {
-                    have: session.size,
-                    got: start,
-                });
-            }
-        }
+        session.check_start(start)?;
         self.receive(&mut session, id, body).await?;
         Ok(UploadStatus { size: session.size })
     }
@@ -179,14 +185,7 @@ impl Store {
     ) -> Result<u64, StorageError> {
         self.check_writable()?;
         let mut session = self.locked_session(repo, id).await?;
-        if let Some(start) = start {
-            if start != session.size {
-                return Err(StorageError::ChunkOutOfOrder {
-                    have: session.size,
-                    got: start,
-                });
-            }
-        }
+        session.check_start(start)?;
         if let Some(body) = body {
             self.receive(&mut session, id, body).await?;
         }

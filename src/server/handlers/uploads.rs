@@ -105,13 +105,48 @@ fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     Ok(Some(start))
 }
 
+/// A request that carries upload bytes: its headers and its body, which is
+/// read off before an error answer unless the client is already gone.
+struct ChunkRequest {
+    headers: HeaderMap,
+    src: RequestBody,
+}
+
+impl ChunkRequest {
+    fn new(req: Request<Incoming>) -> ChunkRequest {
+        let (parts, body) = req.into_parts();
+        ChunkRequest {
+            headers: parts.headers,
+            src: RequestBody(body),
+        }
+    }
+
+    /// The chunk's start from `Content-Range`, refusing a malformed one.
+    async fn start(&mut self) -> Result<Option<u64>, ApiError> {
+        match chunk_start(&self.headers) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                drain(&mut self.src).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn refuse(&mut self, e: StorageError) -> StorageError {
+        if !matches!(e, StorageError::ClientGone(_)) {
+            drain(&mut self.src).await;
+        }
+        e
+    }
+}
+
 pub(super) async fn start(
     app: &App,
     req: Request<Incoming>,
     repo: RepoName,
 ) -> Result<Response<Body>, ApiError> {
     let q = query(&req);
-    let (parts, body) = req.into_parts();
+    let mut chunk = ChunkRequest::new(req);
     if let Some(mount) = digest_param(&q, "mount")? {
         // A `from` we cannot parse cannot hold the blob: fall back to an upload.
         let from = query_param(&q, "from").and_then(|f| f.parse::<RepoName>().ok());
@@ -122,7 +157,7 @@ pub(super) async fn start(
                 .blocking(move |s| s.mount_blob(&r, &d, from.as_ref()))
                 .await?
             {
-                return Ok(blob_created(app, &parts.headers, &repo, &mount));
+                return Ok(blob_created(app, &chunk.headers, &repo, &mount));
             }
         }
     }
@@ -130,26 +165,23 @@ pub(super) async fn start(
     let id = app.blocking(move |s| s.create_upload(&r)).await?;
     if let Some(digest) = digest_param(&q, "digest")? {
         // Monolithic upload: the whole blob in this one request.
-        let mut src = RequestBody(body);
         let result = app
             .store
-            .complete_upload(&repo, &id, &digest, None, Some(&mut src))
+            .complete_upload(&repo, &id, &digest, None, Some(&mut chunk.src))
             .await;
         if let Err(e) = result {
-            if !matches!(e, StorageError::ClientGone(_)) {
-                drain(&mut src).await;
-            }
+            let e = chunk.refuse(e).await;
             // The client has no Location to resume with: don't keep the partial.
             if !matches!(e, StorageError::DigestMismatch { .. }) {
                 let _ = app.store.cancel_upload(&repo, &id).await;
             }
             return Err(e.into());
         }
-        return Ok(blob_created(app, &parts.headers, &repo, &digest));
+        return Ok(blob_created(app, &chunk.headers, &repo, &digest));
     }
     Ok(respond(
         StatusCode::ACCEPTED,
-        &upload_headers(app, &parts.headers, &repo, &id, 0),
+        &upload_headers(app, &chunk.headers, &repo, &id, 0),
     ))
 }
 
@@ -159,28 +191,22 @@ pub(super) async fn patch(
     repo: RepoName,
     id: UploadId,
 ) -> Result<Response<Body>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let mut src = RequestBody(body);
-    let start = match chunk_start(&parts.headers) {
-        Ok(s) => s,
-        Err(e) => {
-            drain(&mut src).await;
-            return Err(e);
-        }
-    };
-    let result = app.store.append_upload(&repo, &id, start, &mut src).await;
+    let mut chunk = ChunkRequest::new(req);
+    let start = chunk.start().await?;
+    let result = app
+        .store
+        .append_upload(&repo, &id, start, &mut chunk.src)
+        .await;
     let status = match result {
         Ok(s) => s,
         Err(e) => {
-            if !matches!(e, StorageError::ClientGone(_)) {
-                drain(&mut src).await;
-            }
-            return Err(with_location(app, &parts.headers, &repo, &id, e));
+            let e = chunk.refuse(e).await;
+            return Err(with_location(app, &chunk.headers, &repo, &id, e));
         }
     };
     Ok(respond(
         StatusCode::ACCEPTED,
-        &upload_headers(app, &parts.headers, &repo, &id, status.size),
+        &upload_headers(app, &chunk.headers, &repo, &id, status.size),
     ))
 }
 
@@ -197,26 +223,17 @@ pub(super) async fn put(
             "the digest query parameter is required to complete an upload",
         )
     })?;
-    let (parts, body) = req.into_parts();
-    let mut src = RequestBody(body);
-    let start = match chunk_start(&parts.headers) {
-        Ok(s) => s,
-        Err(e) => {
-            drain(&mut src).await;
-            return Err(e);
-        }
-    };
+    let mut chunk = ChunkRequest::new(req);
+    let start = chunk.start().await?;
     let result = app
         .store
-        .complete_upload(&repo, &id, &digest, start, Some(&mut src))
+        .complete_upload(&repo, &id, &digest, start, Some(&mut chunk.src))
         .await;
     if let Err(e) = result {
-        if !matches!(e, StorageError::ClientGone(_)) {
-            drain(&mut src).await;
-        }
-        return Err(with_location(app, &parts.headers, &repo, &id, e));
+        let e = chunk.refuse(e).await;
+        return Err(with_location(app, &chunk.headers, &repo, &id, e));
     }
-    Ok(blob_created(app, &parts.headers, &repo, &digest))
+    Ok(blob_created(app, &chunk.headers, &repo, &digest))
 }
 
 pub(super) async fn status(
