@@ -23,13 +23,27 @@ pub fn full(data: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// How long a request body may go without sending a byte before the
+/// request is abandoned: a client that stalls must not hold its upload
+/// session (and a writer thread) for ever.
+const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A request body, read frame by frame.
 pub struct RequestBody(pub Incoming);
 
 impl ByteSource for RequestBody {
     async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
         loop {
-            match self.0.frame().await? {
+            let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, self.0.frame()).await {
+                Ok(frame) => frame?,
+                Err(_) => {
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request body stalled",
+                    )))
+                }
+            };
+            match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,
                     Ok(data) => return Some(Ok(data)),
