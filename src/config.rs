@@ -914,6 +914,45 @@ mod tests {
     }
 
     #[test]
+    fn registry_2_image_default_config_parses() {
+        // /etc/docker/registry/config.yml as the registry:2 image ships it.
+        let text = "version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+";
+        let c = parse(text).unwrap();
+        assert_eq!(c.http.addr, "0.0.0.0:5000");
+        assert_eq!(c.storage.rootdirectory, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            c.log.fields.get("service").map(String::as_str),
+            Some("registry")
+        );
+        assert!(!c.storage.delete_enabled);
+        let warned: Vec<_> = c
+            .warnings
+            .iter()
+            .filter(|w| w.contains("does not implement"))
+            .collect();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(warned[0].contains("'storage.cache'") && warned[1].contains("'health'"));
+    }
+
+    #[test]
     fn tutorial_misindentation_names_the_line() {
         let err = parse(TUTORIAL).unwrap_err().to_string();
         assert!(
