@@ -57,6 +57,8 @@ pub struct LogConfig {
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
     pub rootdirectory: PathBuf,
+    /// Upload data written with O_DIRECT (our extension: `storage.filesystem.directwrites`).
+    pub directwrites: bool,
     pub delete_enabled: bool,
     pub readonly: bool,
     pub uploadpurging: UploadPurging,
@@ -429,7 +431,11 @@ const SCHEMA: &[(&str, Node)] = &[
         Node::Choice(&[
             (
                 "filesystem",
-                Node::Section(&[("rootdirectory", Node::Leaf), ("maxthreads", Node::Unimplemented)]),
+                Node::Section(&[
+                    ("rootdirectory", Node::Leaf),
+                    ("directwrites", Node::Leaf),
+                    ("maxthreads", Node::Unimplemented),
+                ]),
             ),
             ("inmemory", Node::Refused("the inmemory storage driver is not available; use filesystem")),
             ("s3", Node::Refused("the s3 storage driver is not implemented yet; use filesystem")),
@@ -741,6 +747,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
     }
     let storage = StorageConfig {
         rootdirectory: PathBuf::from(rootdirectory),
+        directwrites: get_bool(tree, "storage.filesystem.directwrites", false)?,
         delete_enabled: get_bool(tree, "storage.delete.enabled", false)?,
         readonly: get_bool(tree, "storage.maintenance.readonly.enabled", false)?,
         uploadpurging: UploadPurging {

@@ -27,7 +27,7 @@ use self::error::ApiError;
 use self::route::Route;
 use crate::config::Config;
 use crate::oci::ErrorCode;
-use crate::storage::{StorageError, Store, StoreOptions};
+use crate::storage::{StorageError, Store, StoreOptions, WriteMode};
 
 /// How long a client may take to send its request headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +50,11 @@ impl App {
             StoreOptions {
                 delete_enabled: config.storage.delete_enabled,
                 readonly: config.storage.readonly,
+                write_mode: if config.storage.directwrites {
+                    WriteMode::Direct
+                } else {
+                    WriteMode::Buffered
+                },
             },
         )?;
         let mut fixed_headers = HeaderMap::new();

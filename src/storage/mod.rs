@@ -21,6 +21,7 @@ mod manifests;
 mod purge;
 mod referrers;
 mod uploads;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,12 +37,14 @@ pub use layout::{Layout, UploadId};
 pub use manifests::{ManifestPut, StoredManifest};
 pub use purge::PurgeReport;
 pub use uploads::{ByteSource, UploadStatus};
+pub use writer::WriteMode;
 
 /// What the store may do, from `storage.*` in the config.
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
     pub delete_enabled: bool,
     pub readonly: bool,
+    pub write_mode: WriteMode,
 }
 
 /// One registry store on the local file system.
@@ -93,6 +96,10 @@ impl Store {
 
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    fn write_mode(&self) -> WriteMode {
+        self.options.write_mode
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {

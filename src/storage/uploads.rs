@@ -8,9 +8,9 @@
 //! never read back, except to rebuild the hash state of a session the
 //! process has not seen (after a restart) or whose last request failed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use super::error::StorageError;
 use super::fsutil::{exists, remove_dir, rename_into, write_atomic};
 use super::layout::UploadId;
+use super::writer::{AlignedBuf, BlockWriter, WriteMode, ALIGN};
 use super::Store;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
@@ -232,16 +233,9 @@ impl Store {
             session.hasher = Some(hasher);
             session.size = size;
         }
-        let p = path.clone();
-        let file = blocking(move || {
-            OpenOptions::new()
-                .append(true)
-                .open(&p)
-                .map_err(|e| StorageError::io(&p, e))
-        })
-        .await?;
         let mut hasher = session.hasher.take().expect("hasher rebuilt above");
-        let outcome = stream_to_file(file, &path, &mut hasher, body).await;
+        let outcome =
+            stream_to_file(&path, session.size, self.write_mode(), &mut hasher, body).await;
         match outcome {
             Ok(received) => {
                 session.size += received;
@@ -321,28 +315,33 @@ enum StreamError {
     Disk(StorageError),
 }
 
-/// Hash every frame of `body` and write it through a blocking writer thread.
+/// Hash every frame of `body` and write it through a blocking writer
+/// thread, appending to the file at `path` (which holds `offset` bytes).
 async fn stream_to_file(
-    file: File,
     path: &Path,
+    offset: u64,
+    mode: WriteMode,
     hasher: &mut Hasher,
     body: &mut impl ByteSource,
 ) -> Result<u64, StreamError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<AlignedBuf>(WRITE_QUEUE);
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<AlignedBuf>();
     let writer_path: PathBuf = path.to_path_buf();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-        let mut file = file;
+        let io_err = |e| StorageError::io(&writer_path, e);
+        let mut file = BlockWriter::open(&writer_path, mode).map_err(io_err)?;
         while let Some(mut buf) = rx.blocking_recv() {
-            file.write_all(&buf)
-                .map_err(|e| StorageError::io(&writer_path, e))?;
+            file.write(buf.as_slice()).map_err(io_err)?;
             buf.clear();
             let _ = spare_tx.send(buf);
         }
         Ok(())
     });
 
-    let mut buf = Vec::with_capacity(WRITE_CHUNK);
+    // The first buffer ends where the file reaches a block boundary, so
+    // every later buffer starts aligned and can be written directly.
+    let mut limit = WRITE_CHUNK - (offset % ALIGN as u64) as usize;
+    let mut buf = AlignedBuf::new(WRITE_CHUNK);
     let mut received = 0u64;
     let mut client_error = None;
     'body: loop {
@@ -352,13 +351,13 @@ async fn stream_to_file(
                 received += frame.len() as u64;
                 let mut rest = &frame[..];
                 while !rest.is_empty() {
-                    let take = (WRITE_CHUNK - buf.len()).min(rest.len());
-                    buf.extend_from_slice(&rest[..take]);
-                    rest = &rest[take..];
-                    if buf.len() == WRITE_CHUNK {
+                    let n = buf.fill(rest, limit);
+                    rest = &rest[n..];
+                    if buf.len() == limit {
+                        limit = WRITE_CHUNK;
                         let next = spare_rx
                             .try_recv()
-                            .unwrap_or_else(|_| Vec::with_capacity(WRITE_CHUNK));
+                            .unwrap_or_else(|_| AlignedBuf::new(WRITE_CHUNK));
                         if tx.send(std::mem::replace(&mut buf, next)).await.is_err() {
                             break 'body; // the writer failed; its result says why
                         }

@@ -175,3 +175,34 @@ fn upload_survives_restart() {
         .expect(201, None);
     assert_eq!(c.get(&format!("/v2/r/blobs/{d}")).body, data);
 }
+
+#[test]
+fn direct_writes_store_exact_bytes() {
+    let s = Server::start_with(Opts {
+        env: vec![(
+            "REGISTRY_STORAGE_FILESYSTEM_DIRECTWRITES".into(),
+            "true".into(),
+        )],
+        ..Opts::default()
+    });
+    let c = Client::new(&s);
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 241) as u8).collect();
+    let d = sha256(&data);
+    // Odd chunk boundaries exercise the unaligned head and tail.
+    let loc = start_upload(&c, "r");
+    let mut at = 0;
+    let mut loc = loc;
+    for n in [1usize, 4095, 1 << 20, 777_777, 3_000_000] {
+        let end = (at + n).min(data.len());
+        let r = patch(&c, &loc, Some(&format!("{at}-{}", end - 1)), &data[at..end]);
+        r.expect(202, None);
+        loc = r.header("location").unwrap().to_string();
+        at = end;
+    }
+    c.call("PUT", &with_digest(&loc, &d), &[], Some(&data[at..]))
+        .expect(201, None);
+    assert_eq!(c.get(&format!("/v2/r/blobs/{d}")).body, data);
+    let big = vec![5u8; 3 << 20];
+    let bd = c.push_blob("r", &big);
+    assert_eq!(c.get(&format!("/v2/r/blobs/{bd}")).body, big);
+}
