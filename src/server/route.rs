@@ -1,9 +1,11 @@
 //! The one router: a request path becomes a `Route` whose variants are the
 //! spec's endpoints, with every name, reference and digest already parsed.
 //!
-//! Names may have any depth, so the path is split on the *last* resource
-//! keyword (`/manifests/`, `/blobs/uploads/`, `/blobs/`, `/tags/list`,
-//! `/referrers/`), never on a fixed number of segments.
+//! Names may have any depth, so the path is split at its end: the last
+//! segment is the parameter (reference, digest, upload id) and the keyword
+//! before it (`manifests`, `blobs/uploads`, `blobs`, `referrers`,
+//! `tags/list`) names the endpoint; everything before is the name, never
+//! cut at a fixed number of segments.
 
 use crate::oci::{Digest, ErrorCode, Reference, RepoName};
 use crate::storage::UploadId;
@@ -83,20 +85,17 @@ fn parse_v2(rest: &str) -> Result<Route, ApiError> {
     if rest == "_catalog" {
         return Ok(Route::Catalog);
     }
-    if let Some(n) = rest.strip_suffix("/tags/list") {
-        return Ok(Route::Tags(name(n)?));
-    }
-    // Uploads before blobs: "/blobs/uploads/" contains "/blobs/".
-    if let Some(n) = rest
-        .strip_suffix("/blobs/uploads/")
-        .or(rest.strip_suffix("/blobs/uploads"))
-    {
-        return Ok(Route::UploadStart(name(n)?));
-    }
-    if let Some(i) = rest.rfind("/blobs/uploads/") {
-        let (n, id) = (&rest[..i], &rest[i + "/blobs/uploads/".len()..]);
+    // References, digests and upload ids never contain '/': the last
+    // segment is the parameter, and the segment(s) before it name the
+    // endpoint. Whatever precedes that is the repository name, of any
+    // depth and with any components (even "manifests" or "blobs").
+    let (prefix, last) = rest.rsplit_once('/').ok_or_else(not_found)?;
+    if let Some(n) = prefix.strip_suffix("/blobs/uploads") {
         let repo = name(n)?;
-        let id = UploadId::parse(id).ok_or_else(|| {
+        if last.is_empty() {
+            return Ok(Route::UploadStart(repo));
+        }
+        let id = UploadId::parse(last).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::BlobUploadUnknown,
                 "upload id is not one this registry issued",
@@ -104,13 +103,12 @@ fn parse_v2(rest: &str) -> Result<Route, ApiError> {
         })?;
         return Ok(Route::Upload(repo, id));
     }
-    if let Some(i) = rest.rfind("/manifests/") {
-        let (n, r) = (&rest[..i], &rest[i + "/manifests/".len()..]);
+    if let Some(n) = prefix.strip_suffix("/manifests") {
         let repo = name(n)?;
-        let reference = r.parse::<Reference>().map_err(|e| match e {
+        let reference = last.parse::<Reference>().map_err(|e| match e {
             crate::oci::name::ReferenceError::Digest(e) => ApiError::new(
                 ErrorCode::DigestInvalid,
-                format!("invalid digest {r:?}: {e}"),
+                format!("invalid digest {last:?}: {e}"),
             ),
             crate::oci::name::ReferenceError::Tag(e) => {
                 ApiError::new(ErrorCode::TagInvalid, e.to_string())
@@ -118,13 +116,18 @@ fn parse_v2(rest: &str) -> Result<Route, ApiError> {
         })?;
         return Ok(Route::Manifest(repo, reference));
     }
-    if let Some(i) = rest.rfind("/blobs/") {
-        let (n, d) = (&rest[..i], &rest[i + "/blobs/".len()..]);
-        return Ok(Route::Blob(name(n)?, digest(d)?));
+    if let Some(n) = prefix.strip_suffix("/blobs") {
+        // `/blobs/uploads` without the trailing slash starts an upload too.
+        if last == "uploads" {
+            return Ok(Route::UploadStart(name(n)?));
+        }
+        return Ok(Route::Blob(name(n)?, digest(last)?));
     }
-    if let Some(i) = rest.rfind("/referrers/") {
-        let (n, d) = (&rest[..i], &rest[i + "/referrers/".len()..]);
-        return Ok(Route::Referrers(name(n)?, digest(d)?));
+    if let Some(n) = prefix.strip_suffix("/referrers") {
+        return Ok(Route::Referrers(name(n)?, digest(last)?));
+    }
+    if let (Some(n), "list") = (prefix.strip_suffix("/tags"), last) {
+        return Ok(Route::Tags(name(n)?));
     }
     Err(not_found())
 }

@@ -24,12 +24,12 @@ mod uploads;
 mod writer;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
 use crate::oci::media::ManifestKind;
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 
 pub use error::StorageError;
 pub use index::Index;
@@ -59,6 +59,11 @@ pub struct Store {
     manifest_kinds: DashMap<Digest, ManifestKind>,
     uploads: uploads::Sessions,
     referrers: referrers::Cache,
+    /// One lock per repository, held by manifest puts and by every delete,
+    /// so that a delete's view of the tags (from the index) cannot be
+    /// overtaken by a put naming the same manifest, and a put's reference
+    /// check cannot be overtaken by a blob delete.
+    repo_locks: DashMap<RepoName, Arc<Mutex<()>>>,
 }
 
 impl Store {
@@ -83,6 +88,7 @@ impl Store {
             manifest_kinds: DashMap::new(),
             uploads: uploads::Sessions::default(),
             referrers: referrers::Cache::default(),
+            repo_locks: DashMap::new(),
         }))
     }
 
@@ -96,6 +102,12 @@ impl Store {
 
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    /// The repository's lock (see `repo_locks`). Blocking: callers are on
+    /// the blocking pool.
+    fn lock_repo(&self, repo: &RepoName) -> Arc<Mutex<()>> {
+        self.repo_locks.entry(repo.clone()).or_default().clone()
     }
 
     fn write_mode(&self) -> WriteMode {

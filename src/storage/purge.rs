@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::error::StorageError;
-use super::fsutil::remove_dir;
 use super::layout::UploadId;
 use super::Store;
 
@@ -57,14 +56,19 @@ impl Store {
                         } else {
                             path.clone()
                         };
-                        if !old(&stamp) || self.session_active(&id) {
+                        if !old(&stamp) {
                             continue;
                         }
-                        report.uploads += 1;
-                        report.bytes += fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
-                        if !dry_run {
-                            remove_dir(&path)?;
-                            self.forget_session(&id);
+                        let bytes = fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+                        let counted = if dry_run {
+                            true
+                        } else {
+                            // Skipped if a request holds the session now.
+                            self.purge_session(&id, &path)?
+                        };
+                        if counted {
+                            report.uploads += 1;
+                            report.bytes += bytes;
                         }
                     }
                 } else if !name.to_string_lossy().starts_with('_') {

@@ -2,11 +2,12 @@
 //! pass, and committed into the blob store by rename once its digest checks.
 //!
 //! The data path: the connection task hashes each body frame and copies it
-//! into a 1 MiB buffer; full buffers go through a short channel to one
-//! blocking writer thread per request, so hashing and writing overlap and an
-//! upload holds a few MiB of memory whatever the blob's size. The file is
-//! never read back, except to rebuild the hash state of a session the
-//! process has not seen (after a restart) or whose last request failed.
+//! into a 1 MiB buffer; each full buffer is written by a job on the blocking
+//! pool while the next one fills (one write in flight), so hashing and
+//! writing overlap, an upload holds about 3 MiB of memory whatever the
+//! blob's size, and a stalled client holds no thread. The file is never
+//! read back, except to rebuild the hash state of a session the process has
+//! not seen (after a restart) or whose last request never finished.
 
 use std::fs::{self, File};
 use std::future::Future;
@@ -27,8 +28,6 @@ use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
 /// Size of the buffers handed to the writer thread.
 const WRITE_CHUNK: usize = 1 << 20;
-/// Buffers in flight between the hashing task and the writer.
-const WRITE_QUEUE: usize = 2;
 
 /// A body being received: the storage layer's view of an HTTP request body.
 pub trait ByteSource: Send {
@@ -135,15 +134,34 @@ impl Store {
             .clone())
     }
 
+    /// Lock a session and make its state whole: after a restart, or after
+    /// a request that did not finish, the hash state is rebuilt from the
+    /// file, so size and hash always describe exactly the bytes on disk.
     async fn locked_session(
         &self,
         repo: &RepoName,
         id: &UploadId,
     ) -> Result<tokio::sync::OwnedMutexGuard<Session>, StorageError> {
         let session = self.session(repo, id)?;
-        let guard = session.lock_owned().await;
+        let mut guard = session.lock_owned().await;
         if guard.closed || guard.repo != *repo {
             return Err(StorageError::UploadUnknown);
+        }
+        if guard.hasher.is_none() {
+            let path = self.layout.upload_data(repo, id);
+            match blocking(move || rehash(&path, Algorithm::Sha256)).await {
+                Ok((hasher, size)) => {
+                    guard.hasher = Some(hasher);
+                    guard.size = size;
+                }
+                Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {
+                    // Cancelled or purged meanwhile.
+                    guard.closed = true;
+                    self.uploads.map.remove(id);
+                    return Err(StorageError::UploadUnknown);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(guard)
     }
@@ -211,6 +229,7 @@ impl Store {
 
     /// Cancel an upload and remove its data.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<(), StorageError> {
+        self.check_writable()?;
         let mut session = self.locked_session(repo, id).await?;
         let dir = self.layout.upload_dir(repo, id);
         blocking(move || remove_dir(&dir)).await?;
@@ -227,13 +246,9 @@ impl Store {
         body: &mut impl ByteSource,
     ) -> Result<(), StorageError> {
         let path = self.layout.upload_data(&session.repo, id);
-        if session.hasher.is_none() {
-            let p = path.clone();
-            let (hasher, size) = blocking(move || rehash(&p, Algorithm::Sha256)).await?;
-            session.hasher = Some(hasher);
-            session.size = size;
-        }
-        let mut hasher = session.hasher.take().expect("hasher rebuilt above");
+        // Taken out while streaming: if this request never finishes, the
+        // next one finds no hasher and rebuilds it from the file.
+        let mut hasher = session.hasher.take().expect("locked_session rebuilt it");
         let outcome =
             stream_to_file(&path, session.size, self.write_mode(), &mut hasher, body).await;
         match outcome {
@@ -269,10 +284,19 @@ impl Store {
         hasher: Option<Hasher>,
     ) -> Result<u64, StorageError> {
         let data = self.layout.upload_data(repo, id);
+        let target = self.layout.blob_data(digest);
         let actual = match hasher {
             Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
-            // Another algorithm, or no state after a failure: hash the file.
-            _ => rehash(&data, digest.algorithm())?.0.finish(),
+            // Another algorithm: hash the file.
+            _ => match rehash(&data, digest.algorithm()) {
+                Ok((h, _)) => h.finish(),
+                // A retried PUT whose first attempt moved the data into
+                // place and then failed (linking, tidying): finish the job.
+                Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && exists(&target)? => {
+                    return self.finish_commit(repo, id, digest);
+                }
+                Err(e) => return Err(e),
+            },
         };
         if actual != *digest {
             return Err(StorageError::DigestMismatch {
@@ -285,28 +309,45 @@ impl Store {
             .metadata()
             .map_err(|e| StorageError::io(&data, e))?
             .len();
-        let target = self.layout.blob_data(digest);
         if !exists(&target)? {
             file.sync_all().map_err(|e| StorageError::io(&data, e))?;
             rename_into(&data, &target)?;
         }
         drop(file);
         self.blob_sizes.insert(digest.clone(), size);
+        self.finish_commit(repo, id, digest)
+    }
+
+    /// Link a committed blob into the repository and remove the session.
+    fn finish_commit(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+    ) -> Result<u64, StorageError> {
+        let size = self
+            .blob_size(digest)?
+            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
         self.link_blob(repo, digest)?;
         remove_dir(&self.layout.upload_dir(repo, id))?;
         Ok(size)
     }
 
-    /// Remove sessions and temp files older than `age` (see `purge`).
-    pub(super) fn forget_session(&self, id: &UploadId) {
-        self.uploads.map.remove(id);
-    }
-
-    pub(super) fn session_active(&self, id: &UploadId) -> bool {
-        self.uploads
-            .map
-            .get(id)
-            .is_some_and(|s| s.try_lock().is_err())
+    /// Remove an abandoned session's directory (for `purge`), unless a
+    /// request holds it right now. Returns whether it was removed.
+    pub(super) fn purge_session(&self, id: &UploadId, dir: &Path) -> Result<bool, StorageError> {
+        match self.uploads.map.get(id).map(|s| s.clone()) {
+            Some(session) => {
+                let Ok(mut guard) = session.try_lock() else {
+                    return Ok(false);
+                };
+                remove_dir(dir)?;
+                guard.closed = true;
+                self.uploads.map.remove(id);
+            }
+            None => remove_dir(dir)?,
+        }
+        Ok(true)
     }
 }
 
@@ -315,8 +356,14 @@ enum StreamError {
     Disk(StorageError),
 }
 
-/// Hash every frame of `body` and write it through a blocking writer
-/// thread, appending to the file at `path` (which holds `offset` bytes).
+/// One buffer's write, done on the blocking pool; the writer and the
+/// buffer come back for the next one.
+type WriteJob = tokio::task::JoinHandle<(BlockWriter, AlignedBuf, io::Result<()>)>;
+
+/// Hash every frame of `body` and append it to the file at `path` (which
+/// holds `offset` bytes). Each full buffer is written by a blocking job
+/// while the next one fills, one job at a time: hashing and writing overlap,
+/// and a client that stalls holds no thread.
 async fn stream_to_file(
     path: &Path,
     offset: u64,
@@ -324,19 +371,15 @@ async fn stream_to_file(
     hasher: &mut Hasher,
     body: &mut impl ByteSource,
 ) -> Result<u64, StreamError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<AlignedBuf>(WRITE_QUEUE);
-    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<AlignedBuf>();
-    let writer_path: PathBuf = path.to_path_buf();
-    let writer = tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-        let io_err = |e| StorageError::io(&writer_path, e);
-        let mut file = BlockWriter::open(&writer_path, mode).map_err(io_err)?;
-        while let Some(mut buf) = rx.blocking_recv() {
-            file.write(buf.as_slice()).map_err(io_err)?;
-            buf.clear();
-            let _ = spare_tx.send(buf);
-        }
-        Ok(())
-    });
+    let p: PathBuf = path.to_path_buf();
+    let writer = blocking(move || BlockWriter::open(&p, mode).map_err(|e| StorageError::io(&p, e)))
+        .await
+        .map_err(StreamError::Disk)?;
+    let mut pipe = WritePipe {
+        path,
+        idle: Some((writer, None)),
+        job: None,
+    };
 
     // The first buffer ends where the file reaches a block boundary, so
     // every later buffer starts aligned and can be written directly.
@@ -344,7 +387,7 @@ async fn stream_to_file(
     let mut buf = AlignedBuf::new(WRITE_CHUNK);
     let mut received = 0u64;
     let mut client_error = None;
-    'body: loop {
+    loop {
         match body.next_chunk().await {
             Some(Ok(frame)) => {
                 hasher.update(&frame);
@@ -355,12 +398,7 @@ async fn stream_to_file(
                     rest = &rest[n..];
                     if buf.len() == limit {
                         limit = WRITE_CHUNK;
-                        let next = spare_rx
-                            .try_recv()
-                            .unwrap_or_else(|_| AlignedBuf::new(WRITE_CHUNK));
-                        if tx.send(std::mem::replace(&mut buf, next)).await.is_err() {
-                            break 'body; // the writer failed; its result says why
-                        }
+                        buf = pipe.submit(buf).await.map_err(StreamError::Disk)?;
                     }
                 }
             }
@@ -372,22 +410,53 @@ async fn stream_to_file(
         }
     }
     if !buf.is_empty() {
-        let _ = tx.send(buf).await;
+        pipe.submit(buf).await.map_err(StreamError::Disk)?;
     }
-    drop(tx);
-    match writer.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(StreamError::Disk(e)),
-        Err(join) => {
-            return Err(StreamError::Disk(StorageError::io(
-                path,
-                io::Error::other(format!("writer thread failed: {join}")),
-            )))
-        }
-    }
+    pipe.finish().await.map_err(StreamError::Disk)?;
     match client_error {
         Some(error) => Err(StreamError::Client { received, error }),
         None => Ok(received),
+    }
+}
+
+/// The writer and at most one write in flight.
+struct WritePipe<'a> {
+    path: &'a Path,
+    /// The writer when no job holds it, with a spare buffer to fill next.
+    idle: Option<(BlockWriter, Option<AlignedBuf>)>,
+    job: Option<WriteJob>,
+}
+
+impl WritePipe<'_> {
+    /// Wait for the write in flight, if any, and take the writer back.
+    async fn settle(&mut self) -> Result<(), StorageError> {
+        if let Some(job) = self.job.take() {
+            let (writer, mut buf, result) = job.await.map_err(|e| {
+                StorageError::io(
+                    self.path,
+                    io::Error::other(format!("write job failed: {e}")),
+                )
+            })?;
+            result.map_err(|e| StorageError::io(self.path, e))?;
+            buf.clear();
+            self.idle = Some((writer, Some(buf)));
+        }
+        Ok(())
+    }
+
+    /// Start writing `full`; return an empty buffer to fill next.
+    async fn submit(&mut self, full: AlignedBuf) -> Result<AlignedBuf, StorageError> {
+        self.settle().await?;
+        let (mut writer, spare) = self.idle.take().expect("settled");
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            let result = writer.write(full.as_slice());
+            (writer, full, result)
+        }));
+        Ok(spare.unwrap_or_else(|| AlignedBuf::new(WRITE_CHUNK)))
+    }
+
+    async fn finish(mut self) -> Result<(), StorageError> {
+        self.settle().await
     }
 }
 

@@ -206,3 +206,55 @@ fn direct_writes_store_exact_bytes() {
     let bd = c.push_blob("r", &big);
     assert_eq!(c.get(&format!("/v2/r/blobs/{bd}")).body, big);
 }
+
+#[test]
+fn hostile_content_ranges_and_digests_leave_nothing() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let loc = start_upload(&c, "r");
+    // Arithmetic at the edge of u64: refused, not a crash.
+    patch(&c, &loc, Some("0-18446744073709551615"), b"x").expect(416, None);
+    patch(&c, &loc, Some("5-2"), b"x").expect(416, None);
+    patch(&c, &loc, Some("a-b"), b"x").expect(416, None);
+    c.get(&loc).expect(204, None);
+    c.call("DELETE", &loc, &[], None).expect(204, None);
+    // A monolithic push with a malformed digest creates no session.
+    c.call(
+        "POST",
+        "/v2/r/blobs/uploads/?digest=sha256:zz",
+        &[],
+        Some(b"data"),
+    )
+    .expect(400, Some("DIGEST_INVALID"));
+    assert!(s.files_containing("/_uploads/").is_empty());
+}
+
+#[test]
+fn names_containing_endpoint_keywords() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    for repo in [
+        "a/manifests/b",
+        "x/blobs/y",
+        "p/blobs/uploads/q",
+        "t/tags/list/u",
+        "r/referrers/s",
+    ] {
+        let (bytes, d) = c.push_image(repo, "v1", repo);
+        assert_eq!(
+            c.get(&format!("/v2/{repo}/manifests/v1")).body,
+            bytes,
+            "{repo}"
+        );
+        c.head(&format!("/v2/{repo}/manifests/{d}"))
+            .expect(200, None);
+        assert_eq!(
+            c.get(&format!("/v2/{repo}/tags/list")).json()["tags"],
+            serde_json::json!(["v1"])
+        );
+        c.get(&format!("/v2/{repo}/referrers/{d}"))
+            .expect(200, None);
+    }
+    let names = c.get("/v2/_catalog").json()["repositories"].clone();
+    assert_eq!(names.as_array().unwrap().len(), 5, "{names}");
+}

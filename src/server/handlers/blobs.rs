@@ -1,8 +1,10 @@
 //! `/v2/<name>/blobs/<digest>`: GET and HEAD (with single `Range`
 //! requests), DELETE of the repository's link.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -141,49 +143,51 @@ pub(super) async fn delete(
     ))
 }
 
-/// Streams `remaining` bytes of a file: a blocking reader thread reads
-/// 1 MiB at a time (positioned reads, no seek state) into a short channel,
-/// so disk reads overlap socket writes without tokio::fs's extra copy.
+/// Streams `remaining` bytes of a file in positioned reads of up to
+/// 1 MiB, each a job on the blocking pool, the next started as soon as the
+/// previous one is handed to the socket: disk reads overlap socket writes,
+/// and a client that stops reading holds one buffer and no thread.
 struct FileBody {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    file: Arc<std::fs::File>,
+    offset: u64,
     remaining: u64,
+    read: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
 }
-
-/// Reads queued ahead of the socket.
-const READ_AHEAD: usize = 2;
 
 impl FileBody {
     fn spawn(file: std::fs::File, start: u64, len: u64) -> FileBody {
-        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-        tokio::task::spawn_blocking(move || {
+        let mut body = FileBody {
+            file: Arc::new(file),
+            offset: start,
+            remaining: len,
+            read: None,
+        };
+        body.start_read();
+        body
+    }
+
+    fn start_read(&mut self) {
+        if self.remaining == 0 {
+            return;
+        }
+        let want = self.remaining.min(READ_CHUNK as u64) as usize;
+        let (file, offset) = (self.file.clone(), self.offset);
+        self.read = Some(tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
-            let end = start + len;
-            let mut offset = start;
-            while offset < end {
-                let want = (end - offset).min(READ_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
-                let item = match file.read_at(&mut buf, offset) {
-                    // The blob is shorter than the Content-Length we sent:
-                    // fail the body rather than send a short blob as whole.
-                    Ok(0) => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob ended early",
-                    )),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        offset += n as u64;
-                        Ok(Bytes::from(buf))
-                    }
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                // A send error means the client went away: stop reading.
-                if tx.blocking_send(item).is_err() || failed {
-                    break;
+            let mut buf = vec![0u8; want];
+            match file.read_at(&mut buf, offset)? {
+                // The blob is shorter than the Content-Length we sent: fail
+                // the body rather than send a short blob as whole.
+                0 => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob ended early",
+                )),
+                n => {
+                    buf.truncate(n);
+                    Ok(Bytes::from(buf))
                 }
             }
-        });
-        FileBody { rx, remaining: len }
+        }));
     }
 }
 
@@ -195,17 +199,23 @@ impl HttpBody for FileBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.remaining == 0 {
+        let Some(read) = self.read.as_mut() else {
             return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(data))) => {
-                self.remaining = self.remaining.saturating_sub(data.len() as u64);
+        };
+        let result = match Pin::new(read).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        self.read = None;
+        match result {
+            Ok(Ok(data)) => {
+                self.offset += data.len() as u64;
+                self.remaining -= data.len() as u64;
+                self.start_read();
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::other("blob reader stopped")))),
+            Ok(Err(e)) => Poll::Ready(Some(Err(e))),
+            Err(e) => Poll::Ready(Some(Err(io::Error::other(format!("read job failed: {e}"))))),
         }
     }
 

@@ -91,13 +91,13 @@ fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if end < start {
         return Err(bad());
     }
+    let covered = (end - start).checked_add(1).ok_or_else(bad)?;
     if let Some(len) = content_length(headers) {
-        if len != end - start + 1 {
+        if len != covered {
             return Err(ApiError::new(
                 ErrorCode::ChunkOutOfOrder,
                 format!(
-                    "Content-Range {value:?} covers {} bytes but Content-Length is {len}",
-                    end - start + 1
+                    "Content-Range {value:?} covers {covered} bytes but Content-Length is {len}"
                 ),
             ));
         }
@@ -161,9 +161,11 @@ pub(super) async fn start(
             }
         }
     }
+    // Parse before creating anything: a refused request leaves no session.
+    let monolithic = digest_param(&q, "digest")?;
     let r = repo.clone();
     let id = app.blocking(move |s| s.create_upload(&r)).await?;
-    if let Some(digest) = digest_param(&q, "digest")? {
+    if let Some(digest) = monolithic {
         // Monolithic upload: the whole blob in this one request.
         let result = app
             .store
