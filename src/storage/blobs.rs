@@ -64,8 +64,7 @@ impl Store {
     /// store until garbage collection finds nothing else uses it.
     pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
         self.check_delete()?;
-        let lock = self.lock_repo(repo);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _repo = self.lock_repo(repo);
         let link = self.layout.layer_link(repo, digest);
         if !exists(&link)? {
             return Err(StorageError::BlobUnknown(digest.clone()));

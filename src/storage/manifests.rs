@@ -51,8 +51,7 @@ impl Store {
             }
         }
         let manifest = Manifest::parse(bytes, content_type)?;
-        let lock = self.lock_repo(repo);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _repo = self.lock_repo(repo);
         self.check_references(repo, &manifest)?;
 
         // Content first, then the revision link, then the tag.
@@ -186,8 +185,7 @@ impl Store {
     /// Delete a manifest by digest, with every tag that points at it.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
         self.check_delete()?;
-        let lock = self.lock_repo(repo);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _repo = self.lock_repo(repo);
         let link = self.layout.revision_link(repo, digest);
         if !exists(&link)? {
             return Err(StorageError::ManifestUnknown(digest.to_string()));
@@ -210,8 +208,7 @@ impl Store {
     /// Delete one tag; the manifest stays, reachable by digest.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
         self.check_delete()?;
-        let lock = self.lock_repo(repo);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _repo = self.lock_repo(repo);
         if !exists(&self.layout.tag_current_link(repo, tag))? {
             return Err(self.unknown_tag(repo, tag));
         }

@@ -24,7 +24,7 @@ mod uploads;
 mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
@@ -63,7 +63,7 @@ pub struct Store {
     /// so that a delete's view of the tags (from the index) cannot be
     /// overtaken by a put naming the same manifest, and a put's reference
     /// check cannot be overtaken by a blob delete.
-    repo_locks: DashMap<RepoName, Arc<Mutex<()>>>,
+    repo_locks: DashMap<RepoName, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Store {
@@ -104,10 +104,11 @@ impl Store {
         &self.options
     }
 
-    /// The repository's lock (see `repo_locks`). Blocking: callers are on
-    /// the blocking pool.
-    fn lock_repo(&self, repo: &RepoName) -> Arc<Mutex<()>> {
-        self.repo_locks.entry(repo.clone()).or_default().clone()
+    /// Hold the repository's lock (see `repo_locks`) until the guard drops.
+    /// Blocking: callers run on the blocking pool, never on an async worker.
+    fn lock_repo(&self, repo: &RepoName) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.repo_locks.entry(repo.clone()).or_default().clone();
+        lock.blocking_lock_owned()
     }
 
     fn write_mode(&self) -> WriteMode {

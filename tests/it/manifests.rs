@@ -275,3 +275,40 @@ fn referrers_rebuilt_after_restart() {
     let r = c.get(&format!("/v2/r/referrers/{sd}"));
     assert_eq!(r.json()["manifests"][0]["digest"], rd.as_str());
 }
+
+#[test]
+fn concurrent_put_and_delete_never_leave_a_dangling_tag() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let (bytes, d) = c.push_image("r", "seed", "same content");
+    let mut workers = vec![];
+    for w in 0..8 {
+        let (addr, bytes, d) = (s.addr.clone(), bytes.clone(), d.clone());
+        workers.push(std::thread::spawn(move || {
+            let c = Client::for_addr(&addr);
+            for i in 0..200 {
+                if w % 2 == 0 {
+                    let r = c.put_manifest("r", &format!("t{}", i % 5), OCI_MANIFEST, &bytes);
+                    assert_eq!(r.status, 201);
+                } else {
+                    let r = c.call("DELETE", &format!("/v2/r/manifests/{d}"), &[], None);
+                    assert!(r.status == 202 || r.status == 404, "{}", r.status);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    // Every tag still listed resolves to a manifest that is there.
+    for tag in c.get("/v2/r/tags/list").json()["tags"].as_array().unwrap() {
+        let tag = tag.as_str().unwrap();
+        let r = c.get(&format!("/v2/r/manifests/{tag}"));
+        assert_eq!(
+            r.status, 200,
+            "tag {tag} is listed but its manifest is gone"
+        );
+        let d = r.header("docker-content-digest").unwrap().to_string();
+        c.get(&format!("/v2/r/manifests/{d}")).expect(200, None);
+    }
+}
