@@ -72,29 +72,7 @@ OUT=$WORK/out            # skopeo copies out of the registries
 mkdir -p "$LOGDIR" "$STATE" "$WORK/tmp" "$IMG" "$ROOT" "$SNAP" "$OUT" "$WORK/srv"
 
 E2E_DONE=0
-finish() {
-	local rc=$?
-	trap - EXIT INT TERM
-	set +e
-	cleanup_processes
-	cleanup_mounts
-	if [ "${COMPAT_KEEP:-0}" = 1 ]; then
-		echo "compat: keeping work dir $WORK"
-	else
-		rm -rf "$WORK"
-		[ "$E2E_FAILED" -gt 0 ] && echo "compat: (logs removed; rerun with COMPAT_KEEP=1 to keep them)"
-	fi
-	if [ "$E2E_DONE" != 1 ]; then
-		echo "compat: interrupted or aborted (rc=$rc)"
-		E2E_FAILED=$((E2E_FAILED + 1))
-	fi
-	echo "compat: $E2E_PASSED passed, $E2E_FAILED failed"
-	if [ "$E2E_FAILED" -gt 0 ]; then exit 1; fi
-	exit 0
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+suite_traps compat COMPAT_KEEP
 
 isolate_clients "$WORK"
 HOSTARCH=$(host_arch)

@@ -100,55 +100,14 @@ STATE=$WORK/state
 mkdir -p "$LOGDIR" "$STATE" "$WORK/tmp" "$WORK/img"
 
 E2E_DONE=0
-finish() {
-	local rc=$?
-	trap - EXIT INT TERM
-	set +e
-	cleanup_processes
-	cleanup_mounts
-	if [ "${E2E_KEEP:-0}" = 1 ]; then
-		echo "e2e: keeping work dir $WORK"
-	else
-		rm -rf "$WORK"
-		[ "$E2E_FAILED" -gt 0 ] && echo "e2e: (logs removed; rerun with E2E_KEEP=1 to keep them)"
-	fi
-	if [ "$E2E_DONE" != 1 ]; then
-		echo "e2e: interrupted or aborted (rc=$rc)"
-		E2E_FAILED=$((E2E_FAILED + 1))
-	fi
-	echo "e2e: $E2E_PASSED passed, $E2E_FAILED failed"
-	if [ "$E2E_FAILED" -gt 0 ]; then exit 1; fi
-	exit 0
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+suite_traps e2e E2E_KEEP
 
-# Keep every client away from global state and from any proxy.
-export TMPDIR=$WORK/tmp
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
-unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
-export HOME=$WORK/home
-mkdir -p "$HOME"
-export XDG_RUNTIME_DIR=$WORK/xdg-run XDG_CONFIG_HOME=$WORK/home/.config XDG_DATA_HOME=$WORK/home/.local/share
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-export REGISTRY_AUTH_FILE=$WORK/auth.json
-echo '{"auths":{}}' >"$REGISTRY_AUTH_FILE"
+# Keep every client away from global state and from any proxy (lib.sh),
+# and docker and podman too.
+isolate_clients "$WORK"
 export DOCKER_CONFIG=$WORK/docker-config
 mkdir -p "$DOCKER_CONFIG"
 echo '{}' >"$DOCKER_CONFIG/config.json"
-export CONTAINERS_REGISTRIES_CONF=$WORK/registries.conf
-cat >"$CONTAINERS_REGISTRIES_CONF" <<'EOF'
-unqualified-search-registries = []
-short-name-mode = "disabled"
-EOF
-export CONTAINERS_STORAGE_CONF=$WORK/storage.conf
-cat >"$CONTAINERS_STORAGE_CONF" <<EOF
-[storage]
-driver = "vfs"
-graphroot = "$WORK/c-default/root"
-runroot = "$WORK/c-default/run"
-EOF
 export CONTAINERS_CONF=$WORK/containers.conf
 cat >"$CONTAINERS_CONF" <<EOF
 [engine]
@@ -159,8 +118,6 @@ tmp_dir = "$WORK/podman-tmp"
 [network]
 network_config_dir = "$WORK/podman-net"
 EOF
-POLICY=$WORK/policy.json
-echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$POLICY"
 
 RUN_ID=r$(date +%s)-$$
 NS=e2e/$RUN_ID

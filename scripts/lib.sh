@@ -310,3 +310,36 @@ reg_chunked_upload() {
 reg_tags() { rcurl -f "http://$REG/v2/$1/tags/list" | jq -cS '{name, tags: ((.tags // []) | sort)}'; }
 # reg_catalog: sorted repository names from GET /v2/_catalog, comma-separated
 reg_catalog() { rcurl -f "http://$REG/v2/_catalog" | jq -r '(.repositories // []) | sort | join(",")'; }
+
+# suite_traps NAME KEEP_VAR: install the EXIT/INT/TERM handling of a test
+# script: stop everything it started, remove $WORK (unless $KEEP_VAR=1),
+# count an unfinished run ($E2E_DONE not 1) as a failure, and print the
+# closing line "NAME: N passed, M failed"; exit non-zero on any failure.
+suite_traps() {
+	SUITE_NAME=$1
+	SUITE_KEEP=$2
+	trap suite_finish EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+suite_finish() {
+	local rc=$?
+	trap - EXIT INT TERM
+	set +e
+	cleanup_processes
+	cleanup_mounts
+	if [ "${!SUITE_KEEP:-0}" = 1 ]; then
+		echo "$SUITE_NAME: keeping work dir $WORK"
+	else
+		rm -rf "$WORK"
+		[ "$E2E_FAILED" -gt 0 ] && echo "$SUITE_NAME: (logs removed; rerun with $SUITE_KEEP=1 to keep them)"
+	fi
+	if [ "$E2E_DONE" != 1 ]; then
+		echo "$SUITE_NAME: interrupted or aborted (rc=$rc)"
+		E2E_FAILED=$((E2E_FAILED + 1))
+	fi
+	echo "$SUITE_NAME: $E2E_PASSED passed, $E2E_FAILED failed"
+	if [ "$E2E_FAILED" -gt 0 ]; then exit 1; fi
+	exit 0
+}
