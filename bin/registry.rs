@@ -62,8 +62,7 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.http.addr))?;
         let addr = listener.local_addr()?;
         let root = config.storage.rootdirectory.clone();
-        let app = App::new(config)
-            .with_context(|| format!("cannot open storage at {}", root.display()))?;
+        let app = App::new(config)?;
         tracing::info!(
             addr = %addr,
             root = %root.display(),

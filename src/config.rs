@@ -85,12 +85,70 @@ pub struct HttpConfig {
     pub headers: Vec<(String, String)>,
     /// Largest manifest body accepted (our extension: `http.maxmanifestsize`).
     pub max_manifest_bytes: u64,
+    pub tls: Option<TlsConfig>,
+    /// Connections served at once (ours: `http.maxconnections`); more wait.
+    pub max_connections: usize,
+    /// Largest request head (ours: `http.maxheaderbytes`).
+    pub max_header_bytes: usize,
+    /// Time allowed to send a request head (ours: `http.headertimeout`).
+    pub header_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct AuthConfig {
-    /// `auth.anonymous: true`: open access (the only mode of this version).
-    pub anonymous: bool,
+    /// `auth.anonymous`: alone (or with nothing configured) open access;
+    /// beside `htpasswd` or `token`, anonymous clients may pull.
+    pub anonymous: Option<bool>,
+    pub htpasswd: Option<HtpasswdConfig>,
+    pub token: Option<TokenConfig>,
+    /// Our extension: per-repository rights (top-level `access` section).
+    pub access: AccessConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct HtpasswdConfig {
+    pub realm: String,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub rootcertbundle: PathBuf,
+}
+
+/// Rules granting actions on repositories to users and groups.
+#[derive(Clone, Debug, Default)]
+pub struct AccessConfig {
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub rules: Vec<AccessRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRule {
+    /// Glob patterns: `*` matches any run of characters, `/` included.
+    pub repositories: Vec<String>,
+    /// User names, `@group`, `*` (any logged-in user) or `anonymous`.
+    pub users: Vec<String>,
+    /// `pull`, `push`, `delete`, or `*` for all three.
+    pub actions: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// CA files for client certificates: when set, clients must present one.
+    pub clientcas: Vec<PathBuf>,
+    pub minimum: TlsVersion,
 }
 
 #[derive(Clone, Debug)]
@@ -468,11 +526,23 @@ const SCHEMA: &[(&str, Node)] = &[
         "auth",
         Node::Choice(&[
             ("anonymous", Node::Leaf),
-            ("silly", Node::Refused("auth.silly is not supported; remove it for open access")),
-            ("token", Node::Refused("auth.token is not implemented in this version; refusing to start without the access control you configured")),
-            ("htpasswd", Node::Refused("auth.htpasswd is not implemented in this version; refusing to start without the access control you configured")),
+            ("silly", Node::Refused("auth.silly is not supported; use htpasswd or token")),
+            (
+                "token",
+                Node::Section(&[
+                    ("realm", Node::Leaf),
+                    ("service", Node::Leaf),
+                    ("issuer", Node::Leaf),
+                    ("rootcertbundle", Node::Leaf),
+                    ("jwks", Node::Refused("auth.token.jwks is not implemented; give the signing certificates in rootcertbundle")),
+                    ("autoredirect", Node::Unimplemented),
+                    ("signingalgorithms", Node::Unimplemented),
+                ]),
+            ),
+            ("htpasswd", Node::Section(&[("realm", Node::Leaf), ("path", Node::Leaf)])),
         ]),
     ),
+    ("access", Node::Section(&[("groups", Node::FreeMap), ("rules", Node::Leaf)])),
     (
         "http",
         Node::Section(&[
@@ -485,7 +555,20 @@ const SCHEMA: &[(&str, Node)] = &[
             ("maxmanifestsize", Node::Leaf),
             ("secret", Node::Unimplemented),
             ("draintimeout", Node::Unimplemented),
-            ("tls", Node::Refused("http.tls is not implemented in this version; refusing to serve plain HTTP where TLS was configured")),
+            (
+                "tls",
+                Node::Section(&[
+                    ("certificate", Node::Leaf),
+                    ("key", Node::Leaf),
+                    ("clientcas", Node::Leaf),
+                    ("minimumtls", Node::Leaf),
+                    ("ciphersuites", Node::Unimplemented),
+                    ("letsencrypt", Node::Refused("http.tls.letsencrypt is not implemented; give certificate and key files")),
+                ]),
+            ),
+            ("maxconnections", Node::Leaf),
+            ("maxheaderbytes", Node::Leaf),
+            ("headertimeout", Node::Leaf),
             ("debug", Node::Unimplemented),
             ("http2", Node::Unimplemented),
             ("h2c", Node::Unimplemented),
@@ -601,6 +684,168 @@ fn get_duration(tree: &Value, path: &str, default: Duration) -> Result<Duration,
         None => Ok(default),
         Some(s) => parse_duration(&s).map_err(|e| format!("{path}: {e}")),
     }
+}
+
+fn get_count(tree: &Value, path: &str, default: usize) -> Result<usize, String> {
+    match get_string(tree, path)? {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{path} {s:?} must be a positive number")),
+    }
+}
+
+/// A list of strings, also accepting one string.
+fn get_strings(v: Option<&Value>, path: &str) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                other => Err(format!("{path}: {} is not a name", show(other))),
+            })
+            .collect(),
+        Some(other) => Err(format!("{path} must be a list, not {}", show(other))),
+    }
+}
+
+fn required(tree: &Value, path: &str) -> Result<String, String> {
+    get_string(tree, path)?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("{path} is required"))
+}
+
+fn read_auth(tree: &Value) -> Result<AuthConfig, String> {
+    let anonymous = match lookup(tree, "auth.anonymous") {
+        None => None,
+        Some(_) => Some(get_bool(tree, "auth.anonymous", false)?),
+    };
+    let htpasswd = match lookup(tree, "auth.htpasswd") {
+        None => None,
+        Some(_) => Some(HtpasswdConfig {
+            realm: get_string(tree, "auth.htpasswd.realm")?
+                .unwrap_or_else(|| "Registry Realm".into()),
+            path: PathBuf::from(required(tree, "auth.htpasswd.path")?),
+        }),
+    };
+    let token = match lookup(tree, "auth.token") {
+        None => None,
+        Some(_) => Some(TokenConfig {
+            realm: required(tree, "auth.token.realm")?,
+            service: required(tree, "auth.token.service")?,
+            issuer: required(tree, "auth.token.issuer")?,
+            rootcertbundle: PathBuf::from(required(tree, "auth.token.rootcertbundle")?),
+        }),
+    };
+    if htpasswd.is_some() && token.is_some() {
+        return Err("auth: configure either htpasswd or token, not both".into());
+    }
+    if anonymous == Some(false) && htpasswd.is_none() && token.is_none() {
+        return Err("auth.anonymous: false needs auth.htpasswd or auth.token".into());
+    }
+    let mut access = AccessConfig::default();
+    if let Some(Value::Mapping(groups)) = lookup(tree, "access.groups") {
+        for (k, v) in groups {
+            let name = k
+                .as_str()
+                .ok_or_else(|| format!("access.groups: {} is not a group name", show(k)))?;
+            access.groups.insert(
+                name.to_string(),
+                get_strings(Some(v), &format!("access.groups.{name}"))?,
+            );
+        }
+    }
+    match lookup(tree, "access.rules") {
+        None => {}
+        Some(Value::Sequence(rules)) => {
+            for (i, rule) in rules.iter().enumerate() {
+                let at = format!("access.rules[{i}]");
+                let Value::Mapping(m) = rule else {
+                    return Err(format!(
+                        "{at} must be a mapping with repositories, users and actions"
+                    ));
+                };
+                for k in m.keys() {
+                    let k = k.as_str().unwrap_or("");
+                    if !["repositories", "users", "actions"].contains(&k) {
+                        return Err(format!(
+                            "{at}: unknown key {k:?} (use repositories, users, actions)"
+                        ));
+                    }
+                }
+                let rule = AccessRule {
+                    repositories: get_strings(
+                        m.get("repositories"),
+                        &format!("{at}.repositories"),
+                    )?,
+                    users: get_strings(m.get("users"), &format!("{at}.users"))?,
+                    actions: get_strings(m.get("actions"), &format!("{at}.actions"))?,
+                };
+                for a in &rule.actions {
+                    if !["pull", "push", "delete", "*"].contains(&a.as_str()) {
+                        return Err(format!(
+                            "{at}.actions: {a:?} is not pull, push, delete or *"
+                        ));
+                    }
+                }
+                for u in &rule.users {
+                    if let Some(g) = u.strip_prefix('@') {
+                        if !access.groups.contains_key(g) {
+                            return Err(format!(
+                                "{at}.users: group {g:?} is not defined in access.groups"
+                            ));
+                        }
+                    }
+                }
+                if rule.repositories.is_empty() || rule.users.is_empty() || rule.actions.is_empty()
+                {
+                    return Err(format!("{at} needs repositories, users and actions"));
+                }
+                access.rules.push(rule);
+            }
+        }
+        Some(other) => return Err(format!("access.rules must be a list, not {}", show(other))),
+    }
+    Ok(AuthConfig {
+        anonymous,
+        htpasswd,
+        token,
+        access,
+    })
+}
+
+fn read_tls(tree: &Value) -> Result<Option<TlsConfig>, String> {
+    if lookup(tree, "http.tls").is_none() {
+        return Ok(None);
+    }
+    let minimum = match get_string(tree, "http.tls.minimumtls")?.as_deref() {
+        None | Some("tls1.2") | Some("") => TlsVersion::Tls12,
+        Some("tls1.3") => TlsVersion::Tls13,
+        Some("tls1.0") | Some("tls1.1") => {
+            return Err(
+                "http.tls.minimumtls: TLS 1.0 and 1.1 are not offered; use tls1.2 or tls1.3".into(),
+            )
+        }
+        Some(other) => {
+            return Err(format!(
+                "http.tls.minimumtls {other:?} must be tls1.2 or tls1.3"
+            ))
+        }
+    };
+    Ok(Some(TlsConfig {
+        certificate: PathBuf::from(required(tree, "http.tls.certificate")?),
+        key: PathBuf::from(required(tree, "http.tls.key")?),
+        clientcas: get_strings(lookup(tree, "http.tls.clientcas"), "http.tls.clientcas")?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        minimum,
+    }))
 }
 
 fn show(v: &Value) -> String {
@@ -838,15 +1083,21 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
         relativeurls: get_bool(tree, "http.relativeurls", false)?,
         headers,
         max_manifest_bytes,
+        tls: read_tls(tree)?,
+        max_connections: get_count(tree, "http.maxconnections", 4096)?,
+        max_header_bytes: match get_string(tree, "http.maxheaderbytes")? {
+            None => 64 << 10,
+            Some(s) => parse_size(&s)
+                .ok()
+                .filter(|n| *n >= 8192 && *n <= 16 << 20)
+                .ok_or_else(|| {
+                    format!("http.maxheaderbytes {s:?} must be a size from 8KiB to 16MiB")
+                })? as usize,
+        },
+        header_timeout: get_duration(tree, "http.headertimeout", Duration::from_secs(30))?,
     };
 
-    let auth = AuthConfig {
-        anonymous: get_bool(tree, "auth.anonymous", true)?,
-    };
-    if !auth.anonymous {
-        return Err("auth.anonymous: false needs another auth method, and none is configured (htpasswd and token are not implemented in this version)".into());
-    }
-
+    let auth = read_auth(tree)?;
     let maxentries = match get_string(tree, "catalog.maxentries")? {
         None => 1000,
         Some(s) => s
@@ -983,7 +1234,7 @@ health:
             "{:?}",
             c.warnings
         );
-        assert!(c.auth.anonymous);
+        assert_eq!(c.auth.anonymous, Some(true));
         assert_eq!(c.log.level, LogLevel::Debug);
         assert!(c.storage.delete_enabled);
         assert_eq!(
@@ -1019,15 +1270,36 @@ health:
     }
 
     #[test]
-    fn security_settings_are_not_silently_ignored() {
-        let err = parse("auth:\n  htpasswd:\n    realm: r\n    path: /x\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("auth.htpasswd"), "{err}");
-        let err = parse("http:\n  tls:\n    certificate: /c\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("http.tls"), "{err}");
+    fn auth_and_tls_sections() {
+        let c = parse(
+            "auth:\n  htpasswd:\n    realm: r\n    path: /etc/htpasswd\n  anonymous: true\nhttp:\n  tls:\n    certificate: /c\n    key: /k\n    clientcas: [/ca1, /ca2]\n    minimumtls: tls1.3\naccess:\n  groups:\n    ci: [bot, alice]\n  rules:\n    - repositories: [\"team-a/*\"]\n      users: [\"@ci\"]\n      actions: [pull, push]\n",
+        )
+        .unwrap();
+        let h = c.auth.htpasswd.unwrap();
+        assert_eq!(
+            (h.realm.as_str(), h.path),
+            ("r", PathBuf::from("/etc/htpasswd"))
+        );
+        assert_eq!(c.auth.anonymous, Some(true));
+        let tls = c.http.tls.unwrap();
+        assert_eq!(tls.clientcas.len(), 2);
+        assert_eq!(tls.minimum, TlsVersion::Tls13);
+        assert_eq!(c.auth.access.groups["ci"], vec!["bot", "alice"]);
+        assert_eq!(c.auth.access.rules[0].actions, vec!["pull", "push"]);
+        let bad = [
+            ("auth:\n  htpasswd:\n    realm: r\n", "auth.htpasswd.path is required"),
+            ("auth:\n  silly: {}\n", "auth.silly"),
+            ("auth:\n  anonymous: false\n", "needs auth.htpasswd or auth.token"),
+            ("http:\n  tls:\n    certificate: /c\n", "http.tls.key is required"),
+            ("http:\n  tls:\n    certificate: /c\n    key: /k\n    minimumtls: tls1.0\n", "minimumtls"),
+            ("access:\n  rules:\n    - repositories: [a]\n      users: [\"@nope\"]\n      actions: [pull]\n", "group \"nope\""),
+            ("access:\n  rules:\n    - repositories: [a]\n      users: [x]\n      actions: [write]\n", "\"write\" is not pull"),
+            ("access:\n  rules:\n    - repos: [a]\n", "unknown key \"repos\""),
+        ];
+        for (text, want) in bad {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Dependencies point one way: `server -> storage -> oci`, with `config`
 //! read by all of them. See ARCHITECTURE.md for the map and the invariants.
 
+pub mod auth;
 pub mod config;
 pub mod logging;
 pub mod oci;

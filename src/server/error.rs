@@ -128,3 +128,20 @@ impl From<StorageError> for ApiError {
         }
     }
 }
+
+impl From<crate::auth::AuthFailure> for ApiError {
+    fn from(f: crate::auth::AuthFailure) -> ApiError {
+        match f {
+            crate::auth::AuthFailure::Unauthorized { challenge, message } => {
+                let err = ApiError::new(ErrorCode::Unauthorized, message);
+                match challenge {
+                    Some(c) => err.with_header(http::header::WWW_AUTHENTICATE, c),
+                    None => err,
+                }
+            }
+            crate::auth::AuthFailure::Denied { message } => {
+                ApiError::new(ErrorCode::Denied, message)
+            }
+        }
+    }
+}

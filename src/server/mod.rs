@@ -9,6 +9,7 @@ pub mod body;
 pub mod error;
 mod handlers;
 pub mod route;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,26 +26,35 @@ use tokio::net::TcpListener;
 use self::body::Body;
 use self::error::ApiError;
 use self::route::Route;
+use crate::auth::{Action, Auth, Need};
 use crate::config::Config;
 use crate::oci::ErrorCode;
 use crate::storage::{StorageError, Store, StoreOptions, WriteMode};
 
-/// How long a client may take to send its request headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a handler needs, shared by all connections.
 pub struct App {
     pub store: Arc<Store>,
+    pub auth: Auth,
     pub config: Config,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     /// Every response's fixed headers: the API version and `http.headers`.
     fixed_headers: HeaderMap,
 }
 
 impl App {
     /// Open the store named by the config and build the application.
-    pub fn new(config: Config) -> Result<Arc<App>, StorageError> {
+    pub fn new(config: Config) -> Result<Arc<App>, StartError> {
+        let auth = Auth::new(&config.auth).map_err(StartError::Auth)?;
+        let tls = match &config.http.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                tls::server_config(t).map_err(StartError::Tls)?,
+            )),
+            None => None,
+        };
+        let root = config.storage.rootdirectory.clone();
         let store = Store::open(
             &config.storage.rootdirectory,
             StoreOptions {
@@ -56,7 +66,8 @@ impl App {
                     WriteMode::Buffered
                 },
             },
-        )?;
+        )
+        .map_err(|source| StartError::Storage { root, source })?;
         let mut fixed_headers = HeaderMap::new();
         fixed_headers.insert(
             "docker-distribution-api-version",
@@ -72,7 +83,9 @@ impl App {
         }
         Ok(Arc::new(App {
             store,
+            auth,
             config,
+            tls,
             fixed_headers,
         }))
     }
@@ -116,12 +129,32 @@ impl App {
     }
 }
 
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open storage at {}: {source}", root.display())]
+    Storage {
+        root: std::path::PathBuf,
+        source: StorageError,
+    },
+    #[error("auth: {0}")]
+    Auth(String),
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
 /// Serve until `shutdown` resolves, then drain requests in flight.
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let purge = tokio::spawn(handlers::purge_loop(app.clone()));
+    // Connections past the limit wait in the listen backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.config.http.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("semaphore never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -136,16 +169,18 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| handle(app.clone(), req, peer));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let _slot = slot;
+            match app.tls.clone() {
+                None => serve_connection(app, TokioIo::new(stream), peer, watcher).await,
+                Some(acceptor) => {
+                    let timeout = app.config.http.header_timeout;
+                    let Some(tls) = tls_handshake(acceptor, stream, peer, timeout).await else {
+                        return;
+                    };
+                    serve_connection(app, TokioIo::new(tls), peer, watcher).await
+                }
             }
         });
     }
@@ -154,6 +189,64 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+}
+
+/// HTTP/1.1 on one connection, with the header size and time limits.
+async fn serve_connection<I>(
+    app: Arc<App>,
+    io: I,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let http = &app.config.http;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_timeout)
+        .max_buf_size(http.max_header_bytes)
+        .keep_alive(true)
+        .serve_connection(
+            io,
+            service_fn({
+                let app = app.clone();
+                move |req| handle(app.clone(), req, peer)
+            }),
+        );
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The TLS handshake, bounded by the header timeout. A client that speaks
+/// plain HTTP to this port gets a plain answer saying so, not a TLS alert
+/// it cannot read.
+async fn tls_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != 0x16 => {
+            use tokio::io::AsyncWriteExt;
+            let _ = stream.write_all(tls::PLAIN_HTTP_REFUSAL).await;
+            let _ = stream.shutdown().await;
+            tracing::debug!(%peer, "plain HTTP on the TLS port refused");
+            return None;
+        }
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -173,7 +266,7 @@ async fn handle(
         .to_string();
     let head = method == Method::HEAD;
     let has_body = !hyper::body::Body::is_end_stream(req.body());
-    let (route, result) = dispatch(&app, req).await;
+    let (route, user, result) = dispatch(&app, req, peer).await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -205,6 +298,7 @@ async fn handle(
             method = %method,
             uri = %uri,
             route = route,
+            user = %user,
             status = resp.status().as_u16(),
             duration_ms = start.elapsed().as_secs_f64() * 1e3,
             user_agent = %user_agent,
@@ -217,37 +311,68 @@ async fn handle(
 async fn dispatch(
     app: &App,
     req: Request<Incoming>,
-) -> (&'static str, Result<Response<Body>, ApiError>) {
+    peer: SocketAddr,
+) -> (&'static str, String, Result<Response<Body>, ApiError>) {
     let path = req.uri().path();
+    let not_found = || ApiError::new(ErrorCode::NotFound, "no such API endpoint");
     let Some(rest) = path.strip_prefix(app.config.http.prefix.as_str()) else {
-        return (
-            "none",
-            Err(ApiError::new(ErrorCode::NotFound, "no such API endpoint")),
-        );
+        return ("none", "-".into(), Err(not_found()));
     };
-    let route = match Route::parse(rest) {
-        None => {
-            return (
-                "none",
-                Err(ApiError::new(ErrorCode::NotFound, "no such API endpoint")),
-            )
-        }
+    let parsed = Route::parse(rest);
+    // Who is asking comes first: a stranger learns nothing, not even
+    // whether a name is valid.
+    let identity = match app
+        .auth
+        .authenticate(req.headers().get(http::header::AUTHORIZATION), peer.ip())
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => return ("auth", "-".into(), Err(e.into())),
+    };
+    let user = identity.name().to_string();
+    let route = match parsed {
+        None => return ("none", user, Err(not_found())),
         // A tag that cannot exist is simply unknown to a reader; only a
         // writer is told the name is invalid.
         Some(Err(e)) if e.code == ErrorCode::TagInvalid && req.method() != Method::PUT => {
-            return (
-                "manifest",
-                Err(ApiError::new(
-                    ErrorCode::ManifestUnknown,
-                    format!("manifest unknown: {}", e.message),
-                )),
-            )
+            let e = ApiError::new(
+                ErrorCode::ManifestUnknown,
+                format!("manifest unknown: {}", e.message),
+            );
+            return ("manifest", user, Err(e));
         }
-        Some(Err(e)) => return ("invalid", Err(e)),
+        Some(Err(e)) => return ("invalid", user, Err(e)),
         Some(Ok(route)) => route,
     };
+    if let Err(e) = app.auth.authorize(&identity, need(&route, req.method())) {
+        return (route.name(), user, Err(e.into()));
+    }
     let name = route.name();
-    (name, handlers::route(app, route, req).await)
+    (
+        name,
+        user,
+        handlers::route(app, route, req, &identity).await,
+    )
+}
+
+/// What a route and method need of the caller.
+fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
+    let write = |repo| match *method {
+        Method::DELETE => Need::Repo(repo, Action::Delete),
+        Method::GET | Method::HEAD => Need::Repo(repo, Action::Pull),
+        _ => Need::Repo(repo, Action::Push),
+    };
+    match route {
+        Route::Base => Need::Base,
+        Route::Catalog => Need::Catalog,
+        Route::Tags(repo) | Route::Referrers(repo, _) => Need::Repo(repo, Action::Pull),
+        Route::Manifest(repo, _) | Route::Blob(repo, _) => write(repo),
+        // Every step of an upload, its status included, is part of a push.
+        Route::UploadStart(repo) | Route::Upload(repo, _) => match *method {
+            Method::GET | Method::HEAD | Method::DELETE => Need::Repo(repo, Action::Push),
+            _ => write(repo),
+        },
+    }
 }
 
 /// A response with no body and the given status.

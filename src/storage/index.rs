@@ -99,10 +99,22 @@ impl Index {
         self.repos.read().unwrap().contains_key(repo)
     }
 
-    /// Repositories after `last`, at most `n`: O(log repos + n).
-    pub fn catalog(&self, n: usize, last: Option<&str>) -> Page<RepoName> {
+    /// Repositories after `last` that `visible` admits, at most `n`:
+    /// O(log repos + n) when all are visible.
+    pub fn catalog(
+        &self,
+        n: usize,
+        last: Option<&str>,
+        visible: impl Fn(&RepoName) -> bool,
+    ) -> Page<RepoName> {
         let repos = self.repos.read().unwrap();
-        page(repos.range::<str, _>(after(last)).map(|(k, _)| k), n)
+        page(
+            repos
+                .range::<str, _>(after(last))
+                .map(|(k, _)| k)
+                .filter(|r| visible(r)),
+            n,
+        )
     }
 
     /// Tags of `repo` after `last`, at most `n`; `None` if the repository is unknown.

@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::{json_response, query, query_param};
+use crate::auth::{Action, Identity};
 use crate::oci::{ErrorCode, RepoName};
 use crate::server::body::Body;
 use crate::server::error::ApiError;
@@ -49,12 +50,19 @@ fn with_link(
     resp
 }
 
-pub(super) fn catalog(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// The repositories the caller may pull, a page at a time.
+pub(super) fn catalog(
+    app: &App,
+    req: &Request<Incoming>,
+    who: &Identity,
+) -> Result<Response<Body>, ApiError> {
     let q = query(req);
     let max = app.config.catalog.maxentries;
     let n = page_size(&q)?.unwrap_or(max).min(max);
     let last = query_param(&q, "last");
-    let page = app.store.index().catalog(n, last);
+    let page = app.store.index().catalog(n, last, |repo| {
+        app.auth.may(who, repo.as_str(), Action::Pull)
+    });
     let names: Vec<&str> = page.items.iter().map(RepoName::as_str).collect();
     let body = serde_json::to_vec(&json!({ "repositories": names })).unwrap_or_default();
     let resp = json_response(StatusCode::OK, body, req.method());

@@ -16,12 +16,14 @@ use super::body::{self, Body};
 use super::error::ApiError;
 use super::route::Route;
 use super::App;
+use crate::auth::Identity;
 use crate::oci::ErrorCode;
 
 pub(super) async fn route(
     app: &App,
     route: Route,
     req: Request<Incoming>,
+    who: &Identity,
 ) -> Result<Response<Body>, ApiError> {
     let m = req.method().clone();
     match (route, &m) {
@@ -29,7 +31,7 @@ pub(super) async fn route(
             Ok(json_response(StatusCode::OK, b"{}".to_vec(), &m))
         }
         (Route::Base, _) => not_allowed("GET, HEAD"),
-        (Route::Catalog, &Method::GET) => listings::catalog(app, &req),
+        (Route::Catalog, &Method::GET) => listings::catalog(app, &req, who),
         (Route::Catalog, _) => not_allowed("GET"),
         (Route::Tags(repo), &Method::GET) => listings::tags(app, &req, &repo),
         (Route::Tags(_), _) => not_allowed("GET"),
@@ -44,7 +46,7 @@ pub(super) async fn route(
         }
         (Route::Blob(repo, d), &Method::DELETE) => blobs::delete(app, repo, d).await,
         (Route::Blob(..), _) => not_allowed("GET, HEAD, DELETE"),
-        (Route::UploadStart(repo), &Method::POST) => uploads::start(app, req, repo).await,
+        (Route::UploadStart(repo), &Method::POST) => uploads::start(app, req, repo, who).await,
         (Route::UploadStart(_), _) => not_allowed("POST"),
         (Route::Upload(repo, id), &Method::GET) => uploads::status(app, &req, repo, id).await,
         (Route::Upload(repo, id), &Method::PATCH) => uploads::patch(app, req, repo, id).await,

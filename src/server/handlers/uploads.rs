@@ -6,6 +6,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{content_length, header_str, query, query_param, respond};
+use crate::auth::{Action, Identity};
 use crate::oci::{Digest, ErrorCode, RepoName};
 use crate::server::body::{drain, Body, RequestBody};
 use crate::server::error::ApiError;
@@ -144,14 +145,22 @@ pub(super) async fn start(
     app: &App,
     req: Request<Incoming>,
     repo: RepoName,
+    who: &Identity,
 ) -> Result<Response<Body>, ApiError> {
     let q = query(&req);
     let mut chunk = ChunkRequest::new(req);
     if let Some(mount) = digest_param(&q, "mount")? {
-        // A `from` we cannot parse cannot hold the blob: fall back to an upload.
+        // A `from` we cannot parse, or that the caller may not pull from,
+        // cannot lend the blob: fall back to an upload.
         let from = query_param(&q, "from").and_then(|f| f.parse::<RepoName>().ok());
         let has_from = query_param(&q, "from").is_some();
-        if !has_from || from.is_some() {
+        // Without `from`, any blob in the store could be linked by its digest
+        // alone: only an open registry allows that.
+        let readable = match &from {
+            Some(f) => app.auth.may(who, f.as_str(), Action::Pull),
+            None => app.auth.is_open(),
+        };
+        if (!has_from || from.is_some()) && readable {
             let (r, d) = (repo.clone(), mount.clone());
             if app
                 .blocking(move |s| s.mount_blob(&r, &d, from.as_ref()))
