@@ -18,6 +18,8 @@ use sha2::{Digest as _, Sha256};
 
 /// How long a successful check is trusted without running bcrypt again.
 const CACHE_TTL: Duration = Duration::from_secs(120);
+/// Wait after a change before reading the file.
+const RELOAD_SETTLE: Duration = Duration::from_millis(150);
 /// Entries kept at most; past it the cache is cleared (a flood of distinct
 /// credentials must not grow memory without bound).
 const CACHE_MAX: usize = 10_000;
@@ -97,23 +99,22 @@ pub struct Htpasswd {
     path: PathBuf,
     users: RwLock<Arc<Users>>,
     verified: DashMap<[u8; 32], Instant>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    /// Kept alive for as long as the users are; it holds only a weak
+    /// reference back, so dropping the users stops the watching.
+    watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 impl Htpasswd {
     /// Load the file (an error stops start-up) and watch it for changes.
     pub fn open(path: &Path) -> Result<Arc<Htpasswd>, HtpasswdError> {
         let users = load(path)?;
-        let mut this = Arc::new(Htpasswd {
+        let this = Arc::new(Htpasswd {
             path: path.to_path_buf(),
             users: RwLock::new(Arc::new(users)),
             verified: DashMap::new(),
-            _watcher: None,
+            watcher: std::sync::Mutex::new(None),
         });
-        let watcher = watch(Arc::downgrade(&this), path);
-        if let Some(inner) = Arc::get_mut(&mut this) {
-            inner._watcher = watcher;
-        }
+        *this.watcher.lock().unwrap() = watch(Arc::downgrade(&this), path);
         Ok(this)
     }
 
@@ -188,6 +189,9 @@ fn watch(target: std::sync::Weak<Htpasswd>, path: &Path) -> Option<notify::Recom
             return;
         }
         if event.paths.iter().any(|p| p.file_name() == Some(&name)) {
+            // A writer that truncates and then writes sends an event in
+            // between: give it a moment, so the file is read whole.
+            std::thread::sleep(RELOAD_SETTLE);
             if let Some(h) = target.upgrade() {
                 h.reload();
             }

@@ -2,9 +2,11 @@
 //! ephemeral 127.0.0.1 port with its own store and speaks HTTP to it.
 
 mod api;
+mod auth;
 mod blobs;
 mod config;
 mod faults;
 mod manifests;
 mod support;
+mod tls;
 mod uploads;

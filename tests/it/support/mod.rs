@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test module uses a different part of this
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -250,6 +252,8 @@ impl Resp {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// An `Authorization` header value sent with every request.
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -264,6 +268,22 @@ impl Client {
                 .redirects(0)
                 .timeout(Duration::from_secs(60))
                 .build(),
+            authorization: None,
+        }
+    }
+
+    /// The same client, logging in with Basic credentials.
+    pub fn basic(&self, user: &str, password: &str) -> Client {
+        use base64::Engine;
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.with_authorization(&format!("Basic {creds}"))
+    }
+
+    pub fn with_authorization(&self, value: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            agent: self.agent.clone(),
+            authorization: Some(value.to_string()),
         }
     }
 
@@ -281,6 +301,9 @@ impl Client {
             format!("{}{}", self.base, path)
         };
         let mut req = self.agent.request(method, &url);
+        if let Some(a) = &self.authorization {
+            req = req.set("authorization", a);
+        }
         for (k, v) in headers {
             req = req.set(k, v);
         }
