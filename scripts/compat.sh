@@ -56,7 +56,6 @@ usage() { echo "usage: $0 REGISTRY_BIN" >&2; echo "compat: 0 passed, 1 failed"; 
 OUR_BIN=$(readlink -f "$1") || usage
 [ -x "$OUR_BIN" ] || { echo "compat: $1 is not executable" >&2; usage; }
 DIST_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
-BUSYBOX=${BUSYBOX:-/usr/bin/busybox}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
@@ -78,7 +77,6 @@ isolate_clients "$WORK"
 HOSTARCH=$(host_arch)
 REG=""
 
-sko() { T skopeo --policy "$POLICY" "$@"; }
 bh() { T buildah --storage-driver vfs --root "$WORK/c-build/root" --runroot "$WORK/c-build/run" "$@"; }
 cp_out() { sko copy --preserve-digests --src-tls-verify=false "$@"; }
 cp_in() { sko copy --preserve-digests --dest-tls-verify=false "$@"; }
@@ -89,7 +87,7 @@ SERVER_N=0
 
 # start_server dist|ours: in the main shell; sets REG and SERVER_PID
 start_server() {
-	local kind=$1 bin cfg log i
+	local kind=$1 bin cfg log
 	case "$kind" in dist) bin=$DIST_BIN ;; ours) bin=$OUR_BIN ;; esac
 	if [ -n "$SERVER_PID" ] && alive "$SERVER_PID"; then
 		echo "compat: previous server ${SERVER_PID%%:*} still running; refusing to start a 2nd writer" >&2
@@ -111,21 +109,8 @@ storage:
 http:
   addr: 127.0.0.1:0
 EOF
-	# both servers take REGISTRY_* variables as config overrides: pass none
-	# (REGISTRY_AUTH_FILE, set for the clients, would read as auth.file)
-	local v unset_args=()
-	for v in $(compgen -e | grep '^REGISTRY_'); do unset_args+=(-u "$v"); done
-	env "${unset_args[@]}" "$bin" serve "$cfg" >"$log" 2>&1 &
-	track_pid $!
-	SERVER_PID=$TRACKED
+	start_registry "$bin" "$cfg" "$log"
 	SERVER_LOG=$log
-	REG=""
-	for ((i = 0; i < 120; i++)); do
-		REG=$(log_listen_addr "$log")
-		[ -n "$REG" ] && break
-		alive "$SERVER_PID" || break
-		sleep 0.25
-	done
 	[ -n "$REG" ] && wait_for 15 rcurl -f -o /dev/null "http://$REG/v2/"
 }
 
@@ -274,14 +259,9 @@ expect_blob() { # REPO FILE: GET/HEAD of a blob pushed from FILE
 
 # ================================================================== 1. build
 s_tools() {
-	local c missing=""
-	for c in skopeo buildah jq curl timeout cmp sha256sum "$DIST_BIN"; do
-		command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
-	done
-	[ -z "$missing" ] || fail_now "missing commands:$missing"
-	[ -x "$BUSYBOX" ] || fail_now "$BUSYBOX missing (apt-get install busybox-static)"
-	if ldd "$BUSYBOX" >/dev/null 2>&1; then fail_now "$BUSYBOX is dynamically linked; need busybox-static"; fi
-	[ "$(id -u)" = 0 ] || fail_now "must run as root (buildah)"
+	require_commands skopeo buildah jq curl timeout cmp sha256sum "$DIST_BIN"
+	require_busybox_static
+	require_root buildah
 	skopeo --version
 	buildah --version
 	"$DIST_BIN" --version

@@ -89,8 +89,6 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$HERE/lib.sh"
 
-DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker}
-BUSYBOX=${BUSYBOX:-/usr/bin/busybox}
 E2E_SKIP=${E2E_SKIP:-}
 
 # ------------------------------------------------------------------ work dir
@@ -105,55 +103,25 @@ suite_traps e2e E2E_KEEP
 # Keep every client away from global state and from any proxy (lib.sh),
 # and docker and podman too.
 isolate_clients "$WORK"
-export DOCKER_CONFIG=$WORK/docker-config
-mkdir -p "$DOCKER_CONFIG"
-echo '{}' >"$DOCKER_CONFIG/config.json"
-export CONTAINERS_CONF=$WORK/containers.conf
-cat >"$CONTAINERS_CONF" <<EOF
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$WORK/podman-events.log"
-tmp_dir = "$WORK/podman-tmp"
-[network]
-network_config_dir = "$WORK/podman-net"
-EOF
+isolate_engines "$WORK"
 
 RUN_ID=r$(date +%s)-$$
 NS=e2e/$RUN_ID
 HOSTARCH=$(host_arch)
 
 # ------------------------------------------------------------------ client wrappers
-sko() { T skopeo --policy "$POLICY" "$@"; }
-# buildah/podman with a private vfs store: store NAME args...
-bh_in() { local s=$1; shift; T buildah --storage-driver vfs --root "$WORK/c-$s/root" --runroot "$WORK/c-$s/run" "$@"; }
-pm_in() {
-	local s=$1; shift
-	mkdir -p "$WORK/podman-tmp" "$WORK/podman-net"
-	T podman --storage-driver vfs --root "$WORK/c-$s/root" --runroot "$WORK/c-$s/run" \
-		--cgroup-manager cgroupfs --events-backend file --tmpdir "$WORK/podman-tmp" \
-		--network-config-dir "$WORK/podman-net" "$@"
-}
+# (sko, bh_in, pm_in, dk, ct: lib.sh)
 bh() { bh_in build "$@"; }          # store where images are built
 bh2() { bh_in buildah2 "$@"; }      # fresh store for buildah pulls
 pm() { pm_in podman "$@"; }         # fresh store for podman
-DSOCK=$WORK/d/docker.sock
-dk() { T "$DOCKER_CLI" -H "unix://$DSOCK" "$@"; }
-CSOCK=$WORK/ctd/c.sock
-ct() { T ctr -a "$CSOCK" -n e2e "$@"; }
 
 skipped() { case " $E2E_SKIP " in *" $1 "*) note "section $1 skipped (E2E_SKIP)"; return 0 ;; esac; return 1; }
 
 # ================================================================== setup
 s_tools() {
-	local c missing=""
-	for c in skopeo podman buildah ctr containerd dockerd "$DOCKER_CLI" jq curl timeout gzip tar cmp sha256sum; do
-		command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
-	done
-	[ -z "$missing" ] || fail_now "missing commands:$missing"
-	[ -x "$BUSYBOX" ] || fail_now "$BUSYBOX missing (apt-get install busybox-static)"
-	if ldd "$BUSYBOX" >/dev/null 2>&1; then fail_now "$BUSYBOX is dynamically linked; need busybox-static"; fi
-	[ "$(id -u)" = 0 ] || fail_now "must run as root"
+	require_commands skopeo podman buildah ctr containerd dockerd "$DOCKER_CLI" jq curl timeout gzip tar cmp sha256sum
+	require_busybox_static
+	require_root
 	local code
 	code=$(http_status "http://$REG/v2/")
 	expect_eq "$code" 200 "GET /v2/ status"
@@ -544,32 +512,7 @@ R_DK=$NS/docker/base
 R_DK2=$NS/docker/mounted
 R_DKB=$NS/docker/built
 
-start_dockerd() { # outside a step: keeps the PID in this shell
-	mkdir -p "$WORK/d/data" "$WORK/d/exec"
-	echo '{}' >"$WORK/d/daemon.json"
-	dockerd --config-file "$WORK/d/daemon.json" \
-		--iptables=false --ip6tables=false --ip-masq=false --bridge=none \
-		--storage-driver=vfs --data-root "$WORK/d/data" --exec-root "$WORK/d/exec" \
-		-H "unix://$DSOCK" --pidfile "$WORK/d/docker.pid" \
-		>"$WORK/d/dockerd.log" 2>&1 &
-	track_pid $!
-	DOCKERD_PID=$TRACKED
-	if wait_for 60 dk version; then
-		local cpid
-		cpid=$(cat "$WORK/d/exec/containerd/containerd.pid" 2>/dev/null || true)
-		if [ -n "$cpid" ]; then
-			track_pid "$cpid" late
-			DOCKERD_CTD_PID=$TRACKED
-		fi
-	fi
-}
-
-s_dk_up() {
-	alive "$1" || { tail -n 30 "$WORK/d/dockerd.log"; fail_now "dockerd (pid $1) died"; }
-	dk version
-	expect_eq "$(dk info --format '{{.Driver}}')" vfs "dockerd storage driver"
-	expect_eq "$(dk info --format '{{.DockerRootDir}}')" "$WORK/d/data" "dockerd data root"
-}
+# start_dockerd, s_dk_up, s_dk_stop: lib.sh
 
 s_dk_load_push() {
 	local out dg
@@ -678,47 +621,11 @@ dk_build() { # BUILDKIT(0|1) TAG
 s_dk_build_legacy() { dk_build 0 legacy; }
 s_dk_build_buildkit() { dk_build 1 buildkit; }
 
-s_dk_stop() { # DOCKERD_PID DOCKERD_CONTAINERD_PID
-	stop_pid "$1" 30
-	if alive "$1"; then fail_now "dockerd still running"; fi
-	if [ -n "${2:-}" ]; then
-		stop_pid "$2" 10
-		if alive "$2"; then fail_now "dockerd's containerd still running"; fi
-	fi
-}
-
 # ================================================================== containerd / ctr
 R_CT=$NS/ctr/pushed
 R_CTM=$NS/ctr/multi
 
-start_containerd() {
-	mkdir -p "$WORK/ctd/root" "$WORK/ctd/state"
-	cat >"$WORK/ctd/config.toml" <<EOF
-version = 2
-root = "$WORK/ctd/root"
-state = "$WORK/ctd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$CSOCK"
-[ttrpc]
-  address = "$CSOCK.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
-	containerd --config "$WORK/ctd/config.toml" >"$WORK/ctd/containerd.log" 2>&1 &
-	track_pid $!
-	CONTAINERD_PID=$TRACKED
-	wait_for 30 ct version || true
-}
-
-s_ct_up() {
-	alive "$1" || { tail -n 30 "$WORK/ctd/containerd.log"; fail_now "containerd (pid $1) died"; }
-	ct version
-}
-
-ct_digest() { ct images ls | awk -v r="$1" '$1 == r { print $3 }'; }
+# start_containerd, s_ct_up, s_ct_stop, ct_digest: lib.sh
 
 s_ct_pull() {
 	local ref
@@ -765,11 +672,6 @@ s_ct_push() {
 	ct images push --plain-http "$REG/$R_CTM:oci"
 	expect_eq "$(reg_digest "$R_CTM" oci)" "$(get multi_oci)" "ctr push of index: digest"
 	verify_tree "$R_CTM" "$(get multi_oci)"
-}
-
-s_ct_stop() {
-	stop_pid "$1" 20
-	if alive "$1"; then fail_now "containerd still running"; fi
 }
 
 # ================================================================== main

@@ -1,10 +1,13 @@
 # shellcheck shell=bash
-# Helpers for scripts/e2e.sh (sourced, not executed).
+# Helpers for scripts/e2e.sh, compat.sh and e2e-auth.sh (sourced, not
+# executed).
 #
 # Provides: step runner with PASS/FAIL accounting, assertions, timeouts on
 # every client, process bookkeeping (everything is stopped by PID), and
 # curl-based helpers that talk to the registry's /v2/ API directly so that
-# bytes can be compared independently of any client.
+# bytes can be compared independently of any client; client isolation and
+# wrappers, and starting/stopping a registry, dockerd and containerd with
+# private roots.
 
 E2E_PASSED=0
 E2E_FAILED=0
@@ -12,6 +15,12 @@ E2E_STEPNO=0
 E2E_PIDS=()        # daemons we started; stopped in reverse order
 E2E_LATE_PIDS=()   # processes spawned by our daemons (stopped after them)
 E2E_TIMEOUT=${E2E_TIMEOUT:-120}
+SUITE_EXIT_HOOKS=()  # functions run at exit (suite_on_exit)
+
+# How the curl helpers reach $REG: scheme, and extra curl arguments (e.g.
+# --cacert for a registry speaking HTTPS).
+REG_SCHEME=http
+RCURL_ARGS=()
 
 ACCEPT_ALL='application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json'
 
@@ -143,11 +152,11 @@ wait_for() { # SECONDS CMD...: poll until CMD succeeds
 }
 
 # ---------------------------------------------------------------- registry /v2 via curl
-rcurl() { curl -sS --noproxy '*' --max-time 60 "$@"; }
+rcurl() { curl -sS --noproxy '*' --max-time 60 "${RCURL_ARGS[@]}" "$@"; }
 
 # reg_manifest REPO REF OUTFILE: GET manifest (headers to OUTFILE.hdr)
 reg_manifest() {
-	rcurl -f -H "Accept: $ACCEPT_ALL" -D "$3.hdr" -o "$3" "http://$REG/v2/$1/manifests/$2"
+	rcurl -f -H "Accept: $ACCEPT_ALL" -D "$3.hdr" -o "$3" "$REG_SCHEME://$REG/v2/$1/manifests/$2"
 }
 
 # reg_digest REPO REF: sha256 of the manifest bytes the registry serves
@@ -171,7 +180,7 @@ http_status() { # URL [curl args...]
 
 # reg_blob REPO DIGEST OUTFILE: GET blob and check its sha256
 reg_blob() {
-	rcurl -f -o "$3" "http://$REG/v2/$1/blobs/$2"
+	rcurl -f -o "$3" "$REG_SCHEME://$REG/v2/$1/blobs/$2"
 	[ "sha256:$(sha256_file "$3")" == "$2" ] || fail_now "blob $2 from $1: content does not hash to its digest"
 }
 
@@ -267,9 +276,9 @@ log_listen_addr() {
 # URLs on $REG are accepted (relative ones are resolved against it).
 reg_upload_url() {
 	case "$1" in
-	"http://$REG/"*) echo "$1" ;;
-	/*) echo "http://$REG$1" ;;
-	*) fail_now "upload Location [$1] is not on http://$REG/" ;;
+	"$REG_SCHEME://$REG/"*) echo "$1" ;;
+	/*) echo "$REG_SCHEME://$REG$1" ;;
+	*) fail_now "upload Location [$1] is not on $REG_SCHEME://$REG/" ;;
 	esac
 }
 
@@ -282,7 +291,7 @@ reg_chunked_upload() {
 	size=$(stat -c %s "$file")
 	dg="sha256:$(sha256_file "$file")"
 	[ "$size" -ge "$n" ] || fail_now "blob too small for $n chunks"
-	code=$(rcurl -X POST -o /dev/null -D "$h" -w '%{http_code}' -H 'Content-Length: 0' "http://$REG/v2/$repo/blobs/uploads/")
+	code=$(rcurl -X POST -o /dev/null -D "$h" -w '%{http_code}' -H 'Content-Length: 0' "$REG_SCHEME://$REG/v2/$repo/blobs/uploads/")
 	expect_eq "$code" 202 "POST /v2/$repo/blobs/uploads/ status"
 	loc=$(hdr "$h" Location)
 	expect_ne_empty "$loc" "upload Location"
@@ -307,9 +316,9 @@ reg_chunked_upload() {
 }
 
 # reg_tags REPO: {"name","tags"} from GET /v2/REPO/tags/list, tags sorted
-reg_tags() { rcurl -f "http://$REG/v2/$1/tags/list" | jq -cS '{name, tags: ((.tags // []) | sort)}'; }
+reg_tags() { rcurl -f "$REG_SCHEME://$REG/v2/$1/tags/list" | jq -cS '{name, tags: ((.tags // []) | sort)}'; }
 # reg_catalog: sorted repository names from GET /v2/_catalog, comma-separated
-reg_catalog() { rcurl -f "http://$REG/v2/_catalog" | jq -r '(.repositories // []) | sort | join(",")'; }
+reg_catalog() { rcurl -f "$REG_SCHEME://$REG/v2/_catalog" | jq -r '(.repositories // []) | sort | join(",")'; }
 
 # suite_traps NAME KEEP_VAR: install the EXIT/INT/TERM handling of a test
 # script: stop everything it started, remove $WORK (unless $KEEP_VAR=1),
@@ -323,12 +332,19 @@ suite_traps() {
 	trap 'exit 143' TERM
 }
 
+# suite_on_exit FUNCTION: run FUNCTION at exit, however the run ends (after
+# every process is stopped, before $WORK is removed); for state outside
+# $WORK that a suite had to create.  Main shell only.
+suite_on_exit() { SUITE_EXIT_HOOKS+=("$1"); }
+
 suite_finish() {
 	local rc=$?
 	trap - EXIT INT TERM
 	set +e
 	cleanup_processes
 	cleanup_mounts
+	local h
+	for h in "${SUITE_EXIT_HOOKS[@]}"; do "$h"; done
 	if [ "${!SUITE_KEEP:-0}" = 1 ]; then
 		echo "$SUITE_NAME: keeping work dir $WORK"
 	else
@@ -342,4 +358,153 @@ suite_finish() {
 	echo "$SUITE_NAME: $E2E_PASSED passed, $E2E_FAILED failed"
 	if [ "$E2E_FAILED" -gt 0 ]; then exit 1; fi
 	exit 0
+}
+
+# ---------------------------------------------------------------- tools
+BUSYBOX=${BUSYBOX:-/usr/bin/busybox}
+# DOCKER_CLI: the client matching Debian's dockerd 20.10 (the newer
+# /usr/local/bin/docker would need DOCKER_API_VERSION)
+DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker}
+
+require_commands() { # CMD...: fail the step naming every missing one
+	local c missing=""
+	for c in "$@"; do command -v "$c" >/dev/null 2>&1 || missing="$missing $c"; done
+	[ -z "$missing" ] || fail_now "missing commands:$missing"
+}
+
+require_busybox_static() { # images are built from $BUSYBOX: must be static
+	[ -x "$BUSYBOX" ] || fail_now "$BUSYBOX missing (apt-get install busybox-static)"
+	if ldd "$BUSYBOX" >/dev/null 2>&1; then fail_now "$BUSYBOX is dynamically linked; need busybox-static"; fi
+}
+
+require_root() { [ "$(id -u)" = 0 ] || fail_now "must run as root${1:+ ($1)}"; }
+
+# ---------------------------------------------------------------- clients
+# isolate_engines DIR: besides isolate_clients, private configuration for
+# docker (DOCKER_CONFIG, where logins are stored) and podman
+# (CONTAINERS_CONF: cgroupfs, events to a file, tmp and network dirs in DIR).
+isolate_engines() {
+	local d=$1
+	export DOCKER_CONFIG=$d/docker-config
+	mkdir -p "$DOCKER_CONFIG" "$d/podman-tmp" "$d/podman-net"
+	echo '{}' >"$DOCKER_CONFIG/config.json"
+	export CONTAINERS_CONF=$d/containers.conf
+	cat >"$CONTAINERS_CONF" <<EOF
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$d/podman-events.log"
+tmp_dir = "$d/podman-tmp"
+[network]
+network_config_dir = "$d/podman-net"
+EOF
+}
+
+sko() { T skopeo --policy "$POLICY" "$@"; }
+# buildah/podman with a private vfs store under $WORK: bh_in|pm_in NAME args...
+bh_in() { local s=$1; shift; T buildah --storage-driver vfs --root "$WORK/c-$s/root" --runroot "$WORK/c-$s/run" "$@"; }
+pm_in() {
+	local s=$1; shift
+	mkdir -p "$WORK/podman-tmp" "$WORK/podman-net"
+	T podman --storage-driver vfs --root "$WORK/c-$s/root" --runroot "$WORK/c-$s/run" \
+		--cgroup-manager cgroupfs --events-backend file --tmpdir "$WORK/podman-tmp" \
+		--network-config-dir "$WORK/podman-net" "$@"
+}
+dk() { T "$DOCKER_CLI" -H "unix://$WORK/d/docker.sock" "$@"; }
+ct() { T ctr -a "$WORK/ctd/c.sock" -n e2e "$@"; }
+ct_digest() { ct images ls | awk -v r="$1" '$1 == r { print $3 }'; }
+
+# ---------------------------------------------------------------- daemons
+# start_registry BIN CONFIG LOG: `BIN serve CONFIG` in the background, with
+# no REGISTRY_* variable (our server and Distribution both read them as
+# config overrides; REGISTRY_AUTH_FILE, set for the clients, would read as
+# auth.file); waits up to 30 s for its "listening on" line.  Main shell
+# only: sets SERVER_PID (PID:STARTTIME) and REG (empty if none was logged).
+start_registry() {
+	local v unset_args=() i
+	for v in $(compgen -e | grep '^REGISTRY_'); do unset_args+=(-u "$v"); done
+	env "${unset_args[@]}" "$1" serve "$2" >"$3" 2>&1 &
+	track_pid $!
+	SERVER_PID=$TRACKED
+	REG=""
+	for ((i = 0; i < 120; i++)); do
+		REG=$(log_listen_addr "$3")
+		[ -n "$REG" ] && break
+		alive "$SERVER_PID" || break
+		sleep 0.25
+	done
+}
+
+# start_dockerd: own dockerd (vfs, private data/exec root and socket under
+# $WORK/d, no iptables/bridge).  Main shell only: sets DOCKERD_PID and
+# DOCKERD_CTD_PID (the containerd it spawns; empty if not seen).
+start_dockerd() {
+	mkdir -p "$WORK/d/data" "$WORK/d/exec"
+	echo '{}' >"$WORK/d/daemon.json"
+	DOCKERD_CTD_PID=""
+	dockerd --config-file "$WORK/d/daemon.json" \
+		--iptables=false --ip6tables=false --ip-masq=false --bridge=none \
+		--storage-driver=vfs --data-root "$WORK/d/data" --exec-root "$WORK/d/exec" \
+		-H "unix://$WORK/d/docker.sock" --pidfile "$WORK/d/docker.pid" \
+		>"$WORK/d/dockerd.log" 2>&1 &
+	track_pid $!
+	DOCKERD_PID=$TRACKED
+	if wait_for 60 dk version; then
+		local cpid
+		cpid=$(cat "$WORK/d/exec/containerd/containerd.pid" 2>/dev/null || true)
+		if [ -n "$cpid" ]; then
+			track_pid "$cpid" late
+			DOCKERD_CTD_PID=$TRACKED
+		fi
+	fi
+}
+
+s_dk_up() { # DOCKERD_PID
+	alive "$1" || { tail -n 30 "$WORK/d/dockerd.log"; fail_now "dockerd (pid $1) died"; }
+	dk version
+	expect_eq "$(dk info --format '{{.Driver}}')" vfs "dockerd storage driver"
+	expect_eq "$(dk info --format '{{.DockerRootDir}}')" "$WORK/d/data" "dockerd data root"
+}
+
+s_dk_stop() { # DOCKERD_PID [DOCKERD_CONTAINERD_PID]
+	stop_pid "$1" 30
+	if alive "$1"; then fail_now "dockerd still running"; fi
+	if [ -n "${2:-}" ]; then
+		stop_pid "$2" 10
+		if alive "$2"; then fail_now "dockerd's containerd still running"; fi
+	fi
+}
+
+# start_containerd: own containerd (no CRI; root, state and socket under
+# $WORK/ctd).  Main shell only: sets CONTAINERD_PID.
+start_containerd() {
+	mkdir -p "$WORK/ctd/root" "$WORK/ctd/state"
+	cat >"$WORK/ctd/config.toml" <<EOF
+version = 2
+root = "$WORK/ctd/root"
+state = "$WORK/ctd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$WORK/ctd/c.sock"
+[ttrpc]
+  address = "$WORK/ctd/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+EOF
+	containerd --config "$WORK/ctd/config.toml" >"$WORK/ctd/containerd.log" 2>&1 &
+	track_pid $!
+	CONTAINERD_PID=$TRACKED
+	wait_for 30 ct version || true
+}
+
+s_ct_up() { # CONTAINERD_PID
+	alive "$1" || { tail -n 30 "$WORK/ctd/containerd.log"; fail_now "containerd (pid $1) died"; }
+	ct version
+}
+
+s_ct_stop() { # CONTAINERD_PID
+	stop_pid "$1" 20
+	if alive "$1"; then fail_now "containerd still running"; fi
 }

@@ -132,6 +132,17 @@ impl Htpasswd {
         }
     }
 
+    /// Whether `user` with `password` passed a check recently (cheap: no
+    /// bcrypt, fine on an async thread).
+    pub fn recently_verified(&self, user: &str, password: &str) -> bool {
+        let Some(hash) = self.users.read().unwrap().get(user).cloned() else {
+            return false;
+        };
+        self.verified
+            .get(&cache_key(user, password, &hash))
+            .is_some_and(|at| at.elapsed() < CACHE_TTL)
+    }
+
     /// Whether `user` with `password` is valid. Runs bcrypt on a cache miss
     /// (call it off the async threads).
     pub fn verify(&self, user: &str, password: &str) -> bool {
@@ -141,18 +152,13 @@ impl Htpasswd {
             let _ = bcrypt::verify(password, dummy_hash());
             return false;
         };
-        let key: [u8; 32] = Sha256::new()
-            .chain_update(user.as_bytes())
-            .chain_update([0])
-            .chain_update(password.as_bytes())
-            .chain_update([0])
-            .chain_update(hash.as_bytes())
-            .finalize()
-            .into();
-        if let Some(at) = self.verified.get(&key) {
-            if at.elapsed() < CACHE_TTL {
-                return true;
-            }
+        let key = cache_key(user, password, &hash);
+        if self
+            .verified
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < CACHE_TTL)
+        {
+            return true;
         }
         let ok = bcrypt::verify(password, &hash).unwrap_or(false);
         if ok {
@@ -163,6 +169,19 @@ impl Htpasswd {
         }
         ok
     }
+}
+
+/// The cache key: a changed stored hash (new password) or a removed user
+/// can never match an old entry.
+fn cache_key(user: &str, password: &str, stored: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(user.as_bytes())
+        .chain_update([0])
+        .chain_update(password.as_bytes())
+        .chain_update([0])
+        .chain_update(stored.as_bytes())
+        .finalize()
+        .into()
 }
 
 /// A bcrypt hash of a random string at `htpasswd -B`'s default cost, for
