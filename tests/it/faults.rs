@@ -256,3 +256,85 @@ fn full_disk_then_read_only_disk() {
     assert!(body.starts_with(b"HTTP/1.1 200"));
     drop(s);
 }
+
+/// Read until the server closes the connection; return what it sent and
+/// how long it took.
+fn read_until_closed(sock: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let start = std::time::Instant::now();
+    sock.set_read_timeout(Some(limit)).unwrap();
+    let mut out = Vec::new();
+    let _ = sock.read_to_end(&mut out);
+    (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
+}
+
+#[test]
+fn slow_and_oversized_headers_are_cut_off() {
+    let s = Server::start_with(Opts {
+        extra: "  headertimeout: 1s\n  maxheaderbytes: 16KiB\n".into(),
+        ..Opts::default()
+    });
+    // A header that never finishes.
+    let mut sock = TcpStream::connect(&s.addr).unwrap();
+    sock.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        .unwrap();
+    let (_, took) = read_until_closed(&mut sock, Duration::from_secs(10));
+    assert!(
+        took < Duration::from_secs(5),
+        "connection held for {took:?}"
+    );
+    // An idle keep-alive connection is closed too.
+    let mut sock = TcpStream::connect(&s.addr).unwrap();
+    sock.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (reply, took) = read_until_closed(&mut sock, Duration::from_secs(10));
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        took < Duration::from_secs(5),
+        "idle connection held for {took:?}"
+    );
+    // A head larger than the limit.
+    let mut sock = TcpStream::connect(&s.addr).unwrap();
+    let big = "a".repeat(40 << 10);
+    let _ = write!(sock, "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let (reply, _) = read_until_closed(&mut sock, Duration::from_secs(10));
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    // The server is fine.
+    Client::new(&s).get("/v2/").expect(200, None);
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_their_turn() {
+    let s = Server::start_with(Opts {
+        extra: "  maxconnections: 2\n".into(),
+        ..Opts::default()
+    });
+    let hold = |_| {
+        let mut sock = TcpStream::connect(&s.addr).unwrap();
+        sock.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 12];
+        sock.read_exact(&mut buf).unwrap();
+        sock
+    };
+    let held: Vec<TcpStream> = (0..2).map(hold).collect();
+    // A third client is not served while two connections are open...
+    let mut third = TcpStream::connect(&s.addr).unwrap();
+    third
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 12];
+    assert!(
+        third.read_exact(&mut buf).is_err(),
+        "served beyond the limit"
+    );
+    // ...and is served as soon as one closes.
+    drop(held);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    third.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}
