@@ -142,6 +142,11 @@ impl Auth {
                         "malformed Authorization header: use Basic credentials",
                     ));
                 };
+                // What skopeo, podman and buildah send when they have no
+                // credentials for this registry: no login at all.
+                if user.is_empty() && password.is_empty() {
+                    return Ok(Identity::Anonymous);
+                }
                 // The cache answers most requests; bcrypt runs off the async threads.
                 let ok = users.recently_verified(user, password) || {
                     let (u, p, h) = (user.to_string(), password.to_string(), users.clone());

@@ -120,11 +120,13 @@ impl App {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
+        // Behind a proxy, the scheme the client used; else this port's.
+        let own = if self.tls.is_some() { "https" } else { "http" };
         let scheme = headers
             .get("x-forwarded-proto")
             .and_then(|h| h.to_str().ok())
             .filter(|p| *p == "https" || *p == "http")
-            .unwrap_or("http");
+            .unwrap_or(own);
         format!("{scheme}://{host}{path}")
     }
 }

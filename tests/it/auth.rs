@@ -171,6 +171,13 @@ fn anonymous_pull_beside_htpasswd() {
     // /v2/ still asks for a login, so that `docker login` checks the password.
     anon.get("/v2/").expect(401, None);
     anon.basic("ci", "wrong").get("/v2/").expect(401, None);
+    // Empty Basic credentials (skopeo, podman and buildah without a login)
+    // are no login: anonymous pull works, pushing still needs a login.
+    let empty = anon.basic("", "");
+    assert_eq!(empty.get("/v2/lib/base/manifests/1.0").body, bytes);
+    empty
+        .call("POST", "/v2/lib/base/blobs/uploads/", &[], Some(b""))
+        .expect(401, None);
 }
 
 #[test]
