@@ -121,7 +121,7 @@ skipped() { case " $E2E_SKIP " in *" $1 "*) note "section $1 skipped (E2E_SKIP)"
 s_tools() {
 	require_commands skopeo podman buildah ctr containerd dockerd "$DOCKER_CLI" jq curl timeout gzip tar cmp sha256sum
 	require_busybox_static
-	require_root
+	require_root "dockerd, containerd"
 	local code
 	code=$(http_status "http://$REG/v2/")
 	expect_eq "$code" 200 "GET /v2/ status"

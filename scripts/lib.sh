@@ -448,12 +448,14 @@ start_dockerd() {
 		-H "unix://$WORK/d/docker.sock" --pidfile "$WORK/d/docker.pid" \
 		>"$WORK/d/dockerd.log" 2>&1 &
 	track_pid $!
+	# shellcheck disable=SC2034  # for the caller
 	DOCKERD_PID=$TRACKED
 	if wait_for 60 dk version; then
 		local cpid
 		cpid=$(cat "$WORK/d/exec/containerd/containerd.pid" 2>/dev/null || true)
 		if [ -n "$cpid" ]; then
 			track_pid "$cpid" late
+			# shellcheck disable=SC2034  # for the caller
 			DOCKERD_CTD_PID=$TRACKED
 		fi
 	fi
@@ -495,6 +497,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 EOF
 	containerd --config "$WORK/ctd/config.toml" >"$WORK/ctd/containerd.log" 2>&1 &
 	track_pid $!
+	# shellcheck disable=SC2034  # for the caller
 	CONTAINERD_PID=$TRACKED
 	wait_for 30 ct version || true
 }

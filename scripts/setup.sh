@@ -6,7 +6,7 @@
 set -euo pipefail
 
 PACKAGES=(
-	curl jq ca-certificates
+	curl jq ca-certificates openssl apache2-utils
 	skopeo podman buildah containerd docker.io busybox-static
 	docker-registry
 )

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests (cargo test), then the
-# end-to-end run with real clients against the registry binary that
-# `cargo test` built, then the compatibility test with Debian's
-# docker-registry on a shared data directory. Needs root (the tests mount
+# end-to-end runs with real clients against the registry binary that
+# `cargo test` built (plain, then with htpasswd logins over HTTPS), then the
+# compatibility test with Debian's docker-registry on a shared data
+# directory. Needs root (the tests mount
 # a tmpfs, and dockerd/containerd run) and scripts/setup.sh's packages.
 #
 # Ends with one line: "test: N passed, M failed" over the three stages.
@@ -36,6 +37,11 @@ echo "== end-to-end with real clients against $bin"
 scripts/e2e-against.sh "$bin" 2>&1 | tee "$log/e2e.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 count "$log/e2e.log" '^e2e: [0-9]+ passed, [0-9]+ failed'
+
+echo "== logins and HTTPS with real clients against $bin"
+scripts/e2e-auth.sh "$bin" 2>&1 | tee "$log/e2e-auth.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+count "$log/e2e-auth.log" '^e2e-auth: [0-9]+ passed, [0-9]+ failed'
 
 echo "== compatibility with Distribution on one data directory"
 scripts/compat.sh "$bin" 2>&1 | tee "$log/compat.log"
