@@ -115,27 +115,20 @@ fn client_certificates() {
     let cacert = ca.cert.to_str().unwrap();
     let (code, _) = curl(&["--cacert", cacert, &url]);
     assert_ne!(code, 0, "no client certificate: refused");
-    let (c, k) = clients.issue("ci-client", &["ci-client"]);
-    let (code, body) = curl(&[
-        "--cacert",
-        cacert,
-        "--cert",
-        c.to_str().unwrap(),
-        "--key",
-        k.to_str().unwrap(),
-        &url,
-    ]);
+    let with_cert = |(c, k): (std::path::PathBuf, std::path::PathBuf)| {
+        curl(&[
+            "--cacert",
+            cacert,
+            "--cert",
+            c.to_str().unwrap(),
+            "--key",
+            k.to_str().unwrap(),
+            &url,
+        ])
+    };
+    let (code, body) = with_cert(clients.issue("ci-client", &["ci-client"]));
     assert_eq!((code, body.as_str()), (0, "{}"));
-    let (c, k) = strangers.issue("stranger", &["stranger"]);
-    let (code, _) = curl(&[
-        "--cacert",
-        cacert,
-        "--cert",
-        c.to_str().unwrap(),
-        "--key",
-        k.to_str().unwrap(),
-        &url,
-    ]);
+    let (code, _) = with_cert(strangers.issue("stranger", &["stranger"]));
     assert_ne!(code, 0, "a certificate from another CA: refused");
 }
 
