@@ -10,17 +10,12 @@ use super::Store;
 use crate::oci::{Digest, RepoName};
 
 impl Store {
-    /// Size of a blob in the global store, if it exists.
+    /// Size of a blob in the global store, if it exists. Read from the
+    /// disk each time: garbage collection may remove what we saw before.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        if let Some(size) = self.blob_sizes.get(digest) {
-            return Ok(Some(*size));
-        }
         let path = self.layout.blob_data(digest);
         match fs::metadata(&path) {
-            Ok(m) => {
-                self.blob_sizes.insert(digest.clone(), m.len());
-                Ok(Some(m.len()))
-            }
+            Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io(&path, e)),
         }
@@ -53,7 +48,6 @@ impl Store {
                 Ok((f, size))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.blob_sizes.remove(digest);
                 Err(StorageError::BlobUnknown(digest.clone()))
             }
             Err(e) => Err(StorageError::io(&path, e)),

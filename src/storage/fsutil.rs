@@ -86,12 +86,41 @@ pub fn write_atomic(layout: &Layout, target: &Path, data: &[u8]) -> Result<(), S
     tmp.persist(target)
 }
 
-/// Write a link file naming `digest`, unless it already does.
+/// Write a link file naming `digest`; one that already does is touched
+/// instead (see `touch`: a link in use must look recently used).
 pub fn write_link(layout: &Layout, target: &Path, digest: &Digest) -> Result<(), StorageError> {
-    if read_link(target)?.as_ref() == Some(digest) {
+    if read_link(target)?.as_ref() == Some(digest) && touch(target)? {
         return Ok(());
     }
     write_atomic(layout, target, digest.to_string().as_bytes())
+}
+
+/// Set a file's modification time to now; `false` if it does not exist.
+///
+/// This is the server's half of the protocol that lets garbage collection
+/// run beside it: before a manifest is stored, every blob and link it
+/// depends on is touched. The collector deletes only files whose time is
+/// older than its cutoff, and checks that time again after moving a file
+/// aside: a file touched before the move is put back; a touch after the
+/// move finds nothing, and the manifest is refused (the client uploads
+/// the blob again). So nothing a stored manifest needs is ever deleted.
+pub fn touch(path: &Path) -> Result<bool, StorageError> {
+    match fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => {
+            f.set_modified(std::time::SystemTime::now())
+                .map_err(|e| StorageError::io(path, e))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => Ok(false),
+        // Not ours to write (a read-only store): existence is all we learn.
+        Err(e)
+            if e.kind() == io::ErrorKind::PermissionDenied
+                || e.kind() == io::ErrorKind::ReadOnlyFilesystem =>
+        {
+            exists(path)
+        }
+        Err(e) => Err(StorageError::io(path, e)),
+    }
 }
 
 /// Read a link file: `None` if it does not exist, an error if it is unreadable

@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 
 use super::error::StorageError;
-use super::fsutil::{exists, read_link, remove_dir, write_atomic, write_link};
+use super::fsutil::{exists, read_link, remove_dir, touch, write_atomic, write_link};
 use super::Store;
 use crate::oci::media::ManifestKind;
 use crate::oci::{Algorithm, Descriptor, Digest, Manifest, Reference, RepoName, Tag};
@@ -56,10 +56,9 @@ impl Store {
 
         // Content first, then the revision link, then the tag.
         let data = self.layout.blob_data(&digest);
-        if !exists(&data)? {
+        if !touch(&data)? {
             write_atomic(&self.layout, &data, bytes)?;
         }
-        self.blob_sizes.insert(digest.clone(), bytes.len() as u64);
         self.manifest_kinds.insert(digest.clone(), manifest.kind);
         write_link(
             &self.layout,
@@ -91,17 +90,22 @@ impl Store {
         Ok(ManifestPut { digest, subject })
     }
 
+    /// Everything the manifest needs must be in the repository; each piece
+    /// is touched as it is checked, so that a collector running beside us
+    /// keeps it or we learn it is gone (see fsutil::touch).
     fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<(), StorageError> {
         for blob in m.required_blobs() {
-            if !exists(&self.layout.layer_link(repo, &blob.digest))?
-                || self.blob_size(&blob.digest)?.is_none()
-            {
-                return Err(StorageError::ManifestBlobUnknown(blob.digest.clone()));
+            let d = &blob.digest;
+            if !exists(&self.layout.layer_link(repo, d))? || !touch(&self.layout.blob_data(d))? {
+                return Err(StorageError::ManifestBlobUnknown(d.clone()));
             }
         }
         for child in &m.manifests {
-            if !self.blob_linked(repo, &child.digest)? || self.blob_size(&child.digest)?.is_none() {
-                return Err(StorageError::ManifestBlobUnknown(child.digest.clone()));
+            let d = &child.digest;
+            let linked = touch(&self.layout.revision_link(repo, d))?
+                || exists(&self.layout.layer_link(repo, d))?;
+            if !linked || !touch(&self.layout.blob_data(d))? {
+                return Err(StorageError::ManifestBlobUnknown(d.clone()));
             }
         }
         Ok(())

@@ -52,9 +52,6 @@ pub struct Store {
     layout: Layout,
     options: StoreOptions,
     index: Index,
-    /// Sizes of blobs known to exist. Content-addressed, so never stale
-    /// while the blob exists; removed entries are re-read from disk.
-    blob_sizes: DashMap<Digest, u64>,
     /// Kinds of manifests read or written, to answer GET without parsing.
     manifest_kinds: DashMap<Digest, ManifestKind>,
     uploads: uploads::Sessions,
@@ -84,7 +81,6 @@ impl Store {
             layout,
             options,
             index,
-            blob_sizes: DashMap::new(),
             manifest_kinds: DashMap::new(),
             uploads: uploads::Sessions::default(),
             referrers: referrers::Cache::default(),

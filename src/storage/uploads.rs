@@ -20,7 +20,7 @@ use dashmap::DashMap;
 use tokio::sync::Mutex;
 
 use super::error::StorageError;
-use super::fsutil::{exists, remove_dir, rename_into, write_atomic};
+use super::fsutil::{exists, remove_dir, rename_into, touch, write_atomic};
 use super::layout::UploadId;
 use super::writer::{AlignedBuf, BlockWriter, WriteMode, ALIGN};
 use super::Store;
@@ -305,16 +305,13 @@ impl Store {
             });
         }
         let file = File::open(&data).map_err(|e| StorageError::io(&data, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| StorageError::io(&data, e))?
-            .len();
-        if !exists(&target)? {
+        // A blob already there is touched, so a collector running now
+        // keeps it (see fsutil::touch); one that is gone is replaced.
+        if !touch(&target)? {
             file.sync_all().map_err(|e| StorageError::io(&data, e))?;
             rename_into(&data, &target)?;
         }
         drop(file);
-        self.blob_sizes.insert(digest.clone(), size);
         self.finish_commit(repo, id, digest)
     }
 
