@@ -27,6 +27,22 @@ enum Command {
         /// Path to config.yml; REGISTRY_SECTION_KEY environment variables override it.
         config: PathBuf,
     },
+    /// Delete what no manifest needs (as Distribution's command; see also registry-gc).
+    GarbageCollect {
+        config: PathBuf,
+        /// Report what would be deleted; delete nothing.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Also delete manifests that no tag reaches.
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+        /// Print nothing but errors.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Keep anything modified more recently than this (0: everything unused goes).
+        #[arg(long, default_value = "1h", value_parser = registry::config::parse_duration)]
+        grace: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +59,28 @@ fn main() -> ExitCode {
 fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::GarbageCollect {
+            config,
+            dry_run,
+            delete_untagged,
+            quiet,
+            grace,
+        } => {
+            let config = Config::load(&config)?;
+            let options = registry::gc::Options {
+                dry_run,
+                delete_untagged,
+                grace,
+                upload_age: config.storage.uploadpurging.age,
+            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let report =
+                registry::gc::collect(&config.storage.rootdirectory, &options, &|_| {}, &stop)?;
+            if !quiet {
+                println!("{}", report.to_text());
+            }
+            Ok(())
+        }
     }
 }
 

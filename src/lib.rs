@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod gc;
 pub mod logging;
 pub mod oci;
 pub mod server;

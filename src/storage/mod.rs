@@ -14,7 +14,7 @@
 
 mod blobs;
 mod error;
-mod fsutil;
+pub(crate) mod fsutil;
 mod index;
 pub mod layout;
 mod manifests;

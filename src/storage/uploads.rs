@@ -20,7 +20,7 @@ use dashmap::DashMap;
 use tokio::sync::Mutex;
 
 use super::error::StorageError;
-use super::fsutil::{exists, remove_dir, rename_into, touch, write_atomic};
+use super::fsutil::{remove_dir, rename_into, touch, write_atomic};
 use super::layout::UploadId;
 use super::writer::{AlignedBuf, BlockWriter, WriteMode, ALIGN};
 use super::Store;
@@ -292,8 +292,11 @@ impl Store {
                 Ok((h, _)) => h.finish(),
                 // A retried PUT whose first attempt moved the data into
                 // place and then failed (linking, tidying): finish the job.
-                Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && exists(&target)? => {
-                    return self.finish_commit(repo, id, digest);
+                Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {
+                    match self.blob_size(digest)? {
+                        Some(size) => return self.finish_commit(repo, id, digest, size),
+                        None => return Err(StorageError::UploadUnknown),
+                    }
                 }
                 Err(e) => return Err(e),
             },
@@ -305,14 +308,20 @@ impl Store {
             });
         }
         let file = File::open(&data).map_err(|e| StorageError::io(&data, e))?;
-        // A blob already there is touched, so a collector running now
-        // keeps it (see fsutil::touch); one that is gone is replaced.
+        let size = file
+            .metadata()
+            .map_err(|e| StorageError::io(&data, e))?
+            .len();
+        // A blob already there is touched, so a collector running now keeps
+        // it (see fsutil::touch); one that is gone is replaced by ours, which
+        // is touched once in place, so it counts as new from now.
         if !touch(&target)? {
             file.sync_all().map_err(|e| StorageError::io(&data, e))?;
             rename_into(&data, &target)?;
+            touch(&target)?;
         }
         drop(file);
-        self.finish_commit(repo, id, digest)
+        self.finish_commit(repo, id, digest, size)
     }
 
     /// Link a committed blob into the repository and remove the session.
@@ -321,10 +330,8 @@ impl Store {
         repo: &RepoName,
         id: &UploadId,
         digest: &Digest,
+        size: u64,
     ) -> Result<u64, StorageError> {
-        let size = self
-            .blob_size(digest)?
-            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
         self.link_blob(repo, digest)?;
         remove_dir(&self.layout.upload_dir(repo, id))?;
         Ok(size)

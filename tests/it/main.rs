@@ -6,6 +6,7 @@ mod auth;
 mod blobs;
 mod config;
 mod faults;
+mod gc;
 mod manifests;
 mod support;
 mod tls;

@@ -15,11 +15,33 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_registry");
+pub const GC_BIN: &str = env!("CARGO_BIN_EXE_registry-gc");
+
+/// Run `registry-gc CONFIG ARGS... --json`: the exit code and the report.
+pub fn run_gc(config: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(GC_BIN)
+        .arg(config)
+        .args(args)
+        .arg("--json")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), report, stderr)
+}
 
 /// A registry process serving a temporary (or given) root on 127.0.0.1:0.
 pub struct Server {
     pub addr: String,
     pub root: PathBuf,
+    /// The config.yml it was started with.
+    pub config: PathBuf,
     child: Child,
     _dir: Option<tempfile::TempDir>,
     pub log: mpsc::Receiver<String>,
@@ -86,6 +108,7 @@ impl Server {
         Server {
             addr,
             root: root.to_path_buf(),
+            config: cfg,
             child,
             _dir: None,
             log,

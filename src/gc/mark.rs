@@ -1,0 +1,256 @@
+//! Mark: every repository is read (in parallel) for the manifests it
+//! keeps, and the blobs they need are collected in one set. Memory grows
+//! with the number of live digests, not with the bytes stored.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use super::{GcError, Options};
+use crate::oci::{Digest, Manifest, ManifestError, RepoName};
+use crate::storage::fsutil::read_link;
+use crate::storage::{Index, Layout};
+
+/// A manifest revision that no tag reaches (with `delete_untagged`).
+pub struct Untagged {
+    pub repo: RepoName,
+    pub digest: Digest,
+    /// Every blob it reaches (itself, config, layers, children): kept
+    /// after all if its deletion is called off.
+    pub reaches: Vec<Digest>,
+}
+
+#[derive(Default)]
+pub struct Marked {
+    pub repositories: usize,
+    pub manifests_kept: usize,
+    pub blobs: HashSet<Digest>,
+    pub untagged: Vec<Untagged>,
+}
+
+/// What one manifest refers to.
+struct Refs {
+    children: Vec<Digest>,
+    blobs: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+pub fn mark(
+    layout: &Layout,
+    options: &Options,
+    cutoff: SystemTime,
+    stop: &AtomicBool,
+) -> Result<Marked, GcError> {
+    let index = Index::build(layout).map_err(|e| GcError::io(&layout.repositories_dir(), e))?;
+    let repos = index.catalog(usize::MAX, None, |_| true).items;
+    let next = AtomicUsize::new(0);
+    let result = Mutex::new(Marked {
+        repositories: repos.len(),
+        ..Marked::default()
+    });
+    let errors = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= repos.len() || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let repo = &repos[i];
+                match mark_repo(layout, &index, repo, options, cutoff) {
+                    Ok((kept, blobs, untagged)) => {
+                        let mut r = result.lock().unwrap();
+                        r.manifests_kept += kept;
+                        r.blobs.extend(blobs);
+                        r.untagged.extend(untagged);
+                    }
+                    Err(e) => errors.lock().unwrap().push(e.to_string()),
+                }
+            });
+        }
+    });
+    if stop.load(Ordering::Relaxed) {
+        return Err(GcError::Interrupted);
+    }
+    let errors = errors.into_inner().unwrap();
+    if !errors.is_empty() {
+        return Err(GcError::Incomplete(errors));
+    }
+    Ok(result.into_inner().unwrap())
+}
+
+type RepoResult = (usize, Vec<Digest>, Vec<Untagged>);
+
+fn mark_repo(
+    layout: &Layout,
+    index: &Index,
+    repo: &RepoName,
+    options: &Options,
+    cutoff: SystemTime,
+) -> Result<RepoResult, GcError> {
+    // Every revision, with its link's time, and what it refers to.
+    let mut revisions: HashMap<Digest, (SystemTime, Option<Refs>)> = HashMap::new();
+    let dir = layout.revisions_dir(repo);
+    for alg in read_dir(&dir)? {
+        for hex in read_dir(&alg)? {
+            let link = hex.join("link");
+            let named = format!(
+                "{}:{}",
+                alg.file_name().unwrap_or_default().to_string_lossy(),
+                hex.file_name().unwrap_or_default().to_string_lossy()
+            );
+            let Some(digest) = read_link(&link).map_err(|e| GcError::io(&link, e))? else {
+                continue; // a directory without a link: nothing to keep
+            };
+            if digest.to_string() != named {
+                return Err(GcError::io(&link, format!("names {digest}, not {named}")));
+            }
+            let time = match fs::metadata(&link).and_then(|m| m.modified()) {
+                Ok(t) => t,
+                // Deleted by the server since we listed it: nothing to keep.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(GcError::io(&link, e)),
+            };
+            revisions.insert(digest.clone(), (time, refs(layout, &digest)?));
+        }
+    }
+
+    // Roots: tags; every revision unless untagged ones go; and, either way,
+    // revisions younger than the grace period (a push in progress).
+    let tags = index
+        .tags(repo, usize::MAX, None)
+        .map(|p| p.items)
+        .unwrap_or_default();
+    let mut roots: Vec<Digest> = tags
+        .iter()
+        .filter_map(|t| index.tag_digest(repo, t))
+        .collect();
+    for (d, (time, _)) in &revisions {
+        if !options.delete_untagged || *time >= cutoff {
+            roots.push(d.clone());
+        }
+    }
+    let reach = |from: &[Digest]| -> HashSet<Digest> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<Digest> = from.to_vec();
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if let Some((_, Some(r))) = revisions.get(&d) {
+                todo.extend(r.children.iter().cloned());
+            }
+        }
+        seen
+    };
+    // Referrers of kept manifests are kept, until nothing changes.
+    let mut kept = reach(&roots);
+    loop {
+        let more: Vec<Digest> = revisions
+            .iter()
+            .filter(|(d, (_, r))| {
+                !kept.contains(*d)
+                    && r.as_ref()
+                        .and_then(|r| r.subject.as_ref())
+                        .is_some_and(|s| kept.contains(s))
+            })
+            .map(|(d, _)| d.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        kept.extend(reach(&more));
+    }
+    let blobs_of = |manifests: &HashSet<Digest>| -> Vec<Digest> {
+        let mut out = Vec::new();
+        for d in manifests {
+            out.push(d.clone());
+            if let Some((_, Some(r))) = revisions.get(d) {
+                out.extend(r.blobs.iter().cloned());
+                out.extend(r.children.iter().cloned());
+            }
+        }
+        out
+    };
+    let untagged = revisions
+        .keys()
+        .filter(|d| !kept.contains(*d))
+        .map(|d| Untagged {
+            repo: repo.clone(),
+            digest: d.clone(),
+            reaches: blobs_of(&reach(std::slice::from_ref(d))),
+        })
+        .collect();
+    Ok((kept.len(), blobs_of(&kept), untagged))
+}
+
+/// What a manifest refers to; `None` if its content is gone (a revision
+/// link Distribution left behind). Content that does not parse stops the
+/// pass: what it references cannot be known, so nothing may be deleted.
+fn refs(layout: &Layout, digest: &Digest) -> Result<Option<Refs>, GcError> {
+    let path = layout.blob_data(digest);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(GcError::io(&path, e)),
+    };
+    let unparsable = |e: &dyn std::fmt::Display| {
+        GcError::io(&path, format!("manifest {digest} cannot be parsed: {e}"))
+    };
+    let m = match Manifest::parse(&bytes, None) {
+        Ok(m) => m,
+        // Old Docker schema1 manifests (which the server no longer takes)
+        // still hold layers in stores written long ago.
+        Err(ManifestError::Schema1) => {
+            return schema1_refs(&bytes).map(Some).map_err(|e| unparsable(&e))
+        }
+        Err(e) => return Err(unparsable(&e)),
+    };
+    Ok(Some(Refs {
+        children: m.manifests.iter().map(|c| c.digest.clone()).collect(),
+        blobs: m
+            .config
+            .iter()
+            .chain(m.layers.iter())
+            .map(|b| b.digest.clone())
+            .collect(),
+        subject: m.subject.map(|s| s.digest),
+    }))
+}
+
+fn schema1_refs(bytes: &[u8]) -> Result<Refs, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Layer {
+        blob_sum: Digest,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Schema1 {
+        fs_layers: Vec<Layer>,
+    }
+    let m: Schema1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(Refs {
+        children: vec![],
+        blobs: m.fs_layers.into_iter().map(|l| l.blob_sum).collect(),
+        subject: None,
+    })
+}
+
+pub(super) fn read_dir(dir: &Path) -> Result<Vec<std::path::PathBuf>, GcError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.path()).map_err(|err| GcError::io(dir, err)))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(GcError::io(dir, e)),
+    }
+}
