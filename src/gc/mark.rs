@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -47,40 +47,21 @@ pub fn mark(
 ) -> Result<Marked, GcError> {
     let index = Index::build(layout).map_err(|e| GcError::io(&layout.repositories_dir(), e))?;
     let repos = index.catalog(usize::MAX, None, |_| true).items;
-    let next = AtomicUsize::new(0);
     let result = Mutex::new(Marked {
         repositories: repos.len(),
         ..Marked::default()
     });
-    let errors = Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(8);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= repos.len() || stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let repo = &repos[i];
-                match mark_repo(layout, &index, repo, options, cutoff) {
-                    Ok((kept, blobs, untagged)) => {
-                        let mut r = result.lock().unwrap();
-                        r.manifests_kept += kept;
-                        r.blobs.extend(blobs);
-                        r.untagged.extend(untagged);
-                    }
-                    Err(e) => errors.lock().unwrap().push(e.to_string()),
-                }
-            });
-        }
+    let errors = super::par_each(&repos, stop, |repo| {
+        let (kept, blobs, untagged) = mark_repo(layout, &index, repo, options, cutoff)?;
+        let mut r = result.lock().unwrap();
+        r.manifests_kept += kept;
+        r.blobs.extend(blobs);
+        r.untagged.extend(untagged);
+        Ok(())
     });
     if stop.load(Ordering::Relaxed) {
         return Err(GcError::Interrupted);
     }
-    let errors = errors.into_inner().unwrap();
     if !errors.is_empty() {
         return Err(GcError::Incomplete(errors));
     }

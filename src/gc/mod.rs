@@ -135,6 +135,36 @@ pub fn collect(
     Ok(report)
 }
 
+/// Run `f` on every item with a few worker threads (directories are read
+/// and files removed in parallel); stop early when `stop` is set. Returns
+/// the errors, as text.
+pub(crate) fn par_each<T: Sync>(
+    items: &[T],
+    stop: &AtomicBool,
+    f: impl Fn(&T) -> Result<(), GcError> + Sync,
+) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let errors = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= items.len() || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(e) = f(&items[i]) {
+                    errors.lock().unwrap().push(e.to_string());
+                }
+            });
+        }
+    });
+    errors.into_inner().unwrap()
+}
+
 impl Report {
     /// A few lines for a person.
     pub fn to_text(&self) -> String {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::mark::{read_dir, Marked};
-use super::{GcError, Options, Report};
+use super::{par_each, GcError, Options, Report};
 use crate::oci::Digest;
 use crate::storage::fsutil::prune_empty_parents;
 use crate::storage::{Index, Layout};
@@ -113,26 +113,44 @@ impl<'a> Sweeper<'a> {
     /// Untagged manifests (with `delete_untagged`): their revision links go;
     /// one in use after all keeps everything it reaches.
     pub fn manifests(&self, mut marked: Marked, report: &mut Report) -> Result<Marked, GcError> {
-        for u in std::mem::take(&mut marked.untagged) {
-            self.stopped()?;
+        let untagged = std::mem::take(&mut marked.untagged);
+        let outcome = Mutex::new((0usize, 0usize, Vec::new())); // deleted, in use, blobs to keep
+        let errors = par_each(&untagged, self.stop, |u| {
             let link = self.layout.revision_link(&u.repo, &u.digest);
             match self.delete(&link)? {
                 Outcome::Deleted(_) => {
-                    report.manifests_deleted += 1;
+                    outcome.lock().unwrap().0 += 1;
                     if !self.options.dry_run {
                         prune_empty_parents(&link, &self.layout.revisions_dir(&u.repo));
                     }
                 }
-                outcome @ (Outcome::InUse | Outcome::Young) => {
-                    if matches!(outcome, Outcome::InUse) {
-                        report.kept_in_use += 1;
-                    }
-                    marked.blobs.extend(u.reaches);
+                kept @ (Outcome::InUse | Outcome::Young) => {
+                    let mut o = outcome.lock().unwrap();
+                    o.1 += matches!(kept, Outcome::InUse) as usize;
+                    o.2.extend(u.reaches.iter().cloned());
                 }
                 Outcome::Gone => {}
             }
-        }
+            Ok(())
+        });
+        self.check(errors)?;
+        let (deleted, in_use, keep) = outcome.into_inner().unwrap();
+        report.manifests_deleted += deleted;
+        report.kept_in_use += in_use;
+        marked.blobs.extend(keep);
         Ok(marked)
+    }
+
+    /// Stop on an interruption, or on the first error of a phase.
+    fn check(&self, errors: Vec<String>) -> Result<(), GcError> {
+        self.stopped()?;
+        match errors.into_iter().next() {
+            Some(first) => Err(GcError::Unreadable {
+                path: self.layout.v2().display().to_string(),
+                message: first,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Blobs nothing kept needs, older than the cutoff. The 256 prefix
@@ -146,35 +164,12 @@ impl<'a> Sweeper<'a> {
         for alg in read_dir(&self.layout.blobs_dir())? {
             prefixes.extend(read_dir(&alg)?);
         }
-        let next = AtomicUsize::new(0);
         let deleted = Mutex::new(HashSet::new());
         let totals = Mutex::new((0usize, 0u64, 0usize));
-        let errors = Mutex::new(Vec::new());
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .min(8);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= prefixes.len() || self.stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Err(e) = self.sweep_prefix(&prefixes[i], marked, &deleted, &totals) {
-                        errors.lock().unwrap().push(e.to_string());
-                    }
-                });
-            }
+        let errors = par_each(&prefixes, self.stop, |prefix| {
+            self.sweep_prefix(prefix, marked, &deleted, &totals)
         });
-        self.stopped()?;
-        let errors = errors.into_inner().unwrap();
-        if let Some(first) = errors.into_iter().next() {
-            return Err(GcError::Unreadable {
-                path: self.layout.blobs_dir().display().to_string(),
-                message: first,
-            });
-        }
+        self.check(errors)?;
         let (n, bytes, in_use) = totals.into_inner().unwrap();
         report.blobs_deleted += n;
         report.bytes_freed += bytes;
@@ -245,18 +240,43 @@ impl<'a> Sweeper<'a> {
         }
         let index = Index::build(self.layout)
             .map_err(|e| GcError::io(&self.layout.repositories_dir(), e))?;
-        for repo in index.catalog(usize::MAX, None, |_| true).items {
-            self.stopped()?;
-            for d in deleted {
-                let link = self.layout.layer_link(&repo, d);
-                if let Outcome::Deleted(_) = self.delete(&link)? {
-                    report.links_deleted += 1;
-                    if !self.options.dry_run {
-                        prune_empty_parents(&link, &self.layout.repo_dir(&repo).join("_layers"));
+        let repos = index.catalog(usize::MAX, None, |_| true).items;
+        let count = AtomicUsize::new(0);
+        let errors = par_each(&repos, self.stop, |repo| {
+            // Walk the repository's links (not every deleted digest per
+            // repository): O(links), whatever was deleted.
+            let layers = self.layout.repo_dir(repo).join("_layers");
+            for alg in read_dir(&layers)? {
+                let alg_name = alg
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                for hex in read_dir(&alg)? {
+                    let hex_name = hex
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let Ok(d) = format!("{alg_name}:{hex_name}").parse::<Digest>() else {
+                        continue;
+                    };
+                    if !deleted.contains(&d) {
+                        continue;
+                    }
+                    let link = hex.join("link");
+                    if let Outcome::Deleted(_) = self.delete(&link)? {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        if !self.options.dry_run {
+                            prune_empty_parents(&link, &layers);
+                        }
                     }
                 }
             }
-        }
+            Ok(())
+        });
+        self.check(errors)?;
+        report.links_deleted += count.into_inner();
         Ok(())
     }
 

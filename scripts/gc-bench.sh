@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# registry-gc against Distribution's `registry garbage-collect` on copies of
+# one generated store: 200 repositories, 2,000 manifests (config + 4 layers
+# each, so 10,000 blobs), a third of the tags deleted, and 500 orphan blobs.
+# Times both (offline, --grace 0 for ours, as Distribution deletes at
+# once), with and without deleting untagged manifests, and checks that
+# both leave exactly the same blobs.
+#
+#   usage: scripts/gc-bench.sh REGISTRY_GC_BIN [REPOS=200] [PER_REPO=10]
+set -euo pipefail
+GC=$(readlink -f "${1:?usage: $0 REGISTRY_GC_BIN [REPOS] [PER_REPO]}")
+REPOS=${2:-200}
+PER=${3:-10}
+DIST=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
+DIR=$(mktemp -d "${BENCH_DIR:-/var/tmp}/gc-bench.XXXXXX")
+trap 'rm -rf "$DIR"' EXIT
+
+python3 - "$DIR/store" "$REPOS" "$PER" <<'PY'
+import hashlib, json, os, sys
+root, repos, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+v2 = os.path.join(root, "docker/registry/v2")
+def blob(data):
+    h = hashlib.sha256(data).hexdigest()
+    d = os.path.join(v2, "blobs/sha256", h[:2], h)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "data"), "wb") as f:
+        f.write(data)
+    return "sha256:" + h
+def link(path, digest):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "link"), "w") as f:
+        f.write(digest)
+for r in range(repos):
+    name = f"team{r % 20}/app{r}"
+    rd = os.path.join(v2, "repositories", name)
+    for m in range(per):
+        cfg = json.dumps({"architecture": "amd64", "os": "linux", "r": r, "m": m}).encode()
+        layers = [f"layer {r}/{m}/{l} ".encode() * 64 for l in range(4)]
+        cd = blob(cfg)
+        link(os.path.join(rd, "_layers/sha256", cd[7:]), cd)
+        descs = []
+        for l in layers:
+            ld = blob(l)
+            link(os.path.join(rd, "_layers/sha256", ld[7:]), ld)
+            descs.append({"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(l), "digest": ld})
+        man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                          "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(cfg), "digest": cd},
+                          "layers": descs}, indent=3).encode()
+        md = blob(man)
+        link(os.path.join(rd, "_manifests/revisions/sha256", md[7:]), md)
+        if m % 3 != 0:  # a third of the tags deleted (never written)
+            tag = os.path.join(rd, "_manifests/tags", f"v{m}")
+            link(os.path.join(tag, "current"), md)
+            link(os.path.join(tag, "index/sha256", md[7:]), md)
+for o in range(500):
+    blob(f"orphan {o}".encode() * 32)
+PY
+
+cfg() { # ROOT -> config path
+	cat >"$1.yml" <<CFG
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $1
+  delete:
+    enabled: true
+CFG
+	echo "$1.yml"
+}
+blobs() { find "$1/docker/registry/v2/blobs" -name data | sed 's|.*/sha256/../||; s|/data||' | sort; }
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>"$DIR/err" || { cat "$DIR/err" >&2; return 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+
+echo "store: $(find "$DIR/store/docker/registry/v2/blobs" -name data | wc -l) blobs, $(find "$DIR/store" -path '*revisions*' -name link | wc -l) manifests, $REPOS repositories"
+for mode in keep-untagged delete-untagged; do
+	dflag=(); oflag=()
+	if [ "$mode" = delete-untagged ]; then dflag=(-m); oflag=(--delete-untagged); fi
+	# Alternate the two, twice each, on fresh copies; compare the results.
+	td=(); to=()
+	for round in 1 2; do
+		for who in dist ours; do
+			rm -rf "$DIR/copy"; cp -a "$DIR/store" "$DIR/copy"; sync
+			c=$(cfg "$DIR/copy")
+			if [ "$who" = dist ]; then
+				td+=("$(secs "$DIST" garbage-collect "${dflag[@]}" "$c")")
+				blobs "$DIR/copy" >"$DIR/left-dist"
+			else
+				to+=("$(secs "$GC" "$c" --grace 0 "${oflag[@]}")")
+				blobs "$DIR/copy" >"$DIR/left-ours"
+			fi
+		done
+	done
+	same=yes; cmp -s "$DIR/left-dist" "$DIR/left-ours" || same=NO
+	best() { printf '%s\n' "$@" | sort -n | head -1; }
+	d=$(best "${td[@]}"); o=$(best "${to[@]}")
+	printf '%-16s Distribution %6.2fs  registry-gc %6.2fs  %5.1fx  blobs left %s / %s, same: %s\n' \
+		"$mode" "$d" "$o" "$(echo "$d / $o" | bc -l)" "$(wc -l <"$DIR/left-dist")" "$(wc -l <"$DIR/left-ours")" "$same"
+	[ "$same" = yes ] || { diff "$DIR/left-dist" "$DIR/left-ours" | head; exit 1; }
+done
