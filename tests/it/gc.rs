@@ -359,3 +359,35 @@ fn stress_gc_beside_pushes() {
         "stress: {pushed} images pushed ({refused} refused and redone), {deleted} deleted, {passes} GC passes, {freed} blobs freed, {in_use} candidates kept in use, {verified} image checks passed"
     );
 }
+
+#[test]
+fn interval_mode_runs_until_sigterm() {
+    use std::io::BufRead;
+    let s = Server::start();
+    Client::new(&s).push_image("r", "t", "x");
+    let mut child = std::process::Command::new(GC_BIN)
+        .arg(&s.config)
+        .args(["--interval", "300ms", "--json"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        let line = lines.next().unwrap().unwrap();
+        let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(report["manifests_kept"], 1);
+    }
+    let t = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        t.elapsed()
+    );
+}
