@@ -77,73 +77,12 @@ isolate_clients "$WORK"
 HOSTARCH=$(host_arch)
 REG=""
 
-bh() { T buildah --storage-driver vfs --root "$WORK/c-build/root" --runroot "$WORK/c-build/run" "$@"; }
-cp_out() { sko copy --preserve-digests --src-tls-verify=false "$@"; }
-cp_in() { sko copy --preserve-digests --dest-tls-verify=false "$@"; }
+IMG_PREFIX=compat   # images are localhost/compat-NAME (lib.sh mk_image)
+bh() { bh_build "$@"; }
 
 # ================================================================== servers
-SERVER_PID=""
-SERVER_N=0
-
-# start_server dist|ours: in the main shell; sets REG and SERVER_PID
-start_server() {
-	local kind=$1 bin cfg log
-	case "$kind" in dist) bin=$DIST_BIN ;; ours) bin=$OUR_BIN ;; esac
-	if [ -n "$SERVER_PID" ] && alive "$SERVER_PID"; then
-		echo "compat: previous server ${SERVER_PID%%:*} still running; refusing to start a 2nd writer" >&2
-		REG=""
-		return 1
-	fi
-	SERVER_N=$((SERVER_N + 1))
-	cfg=$WORK/srv/$SERVER_N-$kind.yml
-	log=$WORK/srv/$SERVER_N-$kind.log
-	cat >"$cfg" <<EOF
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: $ROOT
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:0
-EOF
-	start_registry "$bin" "$cfg" "$log"
-	SERVER_LOG=$log
-	[ -n "$REG" ] && wait_for 15 rcurl -f -o /dev/null "http://$REG/v2/"
-}
-
-s_server_up() { # KIND
-	alive "$SERVER_PID" || { tail -n 30 "$SERVER_LOG"; fail_now "$1 server (pid ${SERVER_PID%%:*}) is not running"; }
-	expect_ne_empty "$REG" "listen address in the server log"
-	expect_eq "$(http_status "http://$REG/v2/")" 200 "GET /v2/"
-	info "$1 on $REG, root $ROOT"
-}
-
-s_server_stop() {
-	stop_pid "$SERVER_PID" 20
-	if alive "$SERVER_PID"; then fail_now "server ${SERVER_PID%%:*} still running"; fi
-}
-
-# run the up-check; abort the whole run if the server is not there
-server_phase() { # KIND DESCRIPTION
-	start_server "$1"
-	if ! step "$2: server up (pid ${SERVER_PID%%:*}, ${REG:-no address})" s_server_up "$1"; then
-		tail -n 20 "$SERVER_LOG" | sed 's/^/    | /'
-		E2E_DONE=1
-		exit 1
-	fi
-}
-server_stop() { # DESCRIPTION
-	step "$1: stop server by pid ${SERVER_PID%%:*}" s_server_stop
-	stop_pid "$SERVER_PID" 5   # reap in the main shell (no-op if stopped)
-	if alive "$SERVER_PID"; then
-		echo "compat: server ${SERVER_PID%%:*} would not stop; aborting" >&2
-		E2E_DONE=1
-		exit 1
-	fi
-}
+# start_server, server_phase, server_stop (lib.sh): one server at a time on
+# $ROOT, stopped by PID before the other one starts.
 
 # ================================================================== snapshots
 # A snapshot SET records, for the current $REG, the bytes and headers of
@@ -241,12 +180,6 @@ head_blobs() {
 	rm -f "$f" "$f.hdr"
 }
 
-expect_gone() { # REPO TAG DIGEST: tag and manifest digest answer 404
-	expect_eq "$(http_status "http://$REG/v2/$1/manifests/$2" -H "Accept: $ACCEPT_ALL")" 404 "GET deleted $1:$2"
-	expect_eq "$(http_status "http://$REG/v2/$1/manifests/$3" -H "Accept: $ACCEPT_ALL")" 404 "GET deleted $1@$3"
-	expect_eq "$(http_status "http://$REG/v2/$1/manifests/$3" -I -H "Accept: $ACCEPT_ALL")" 404 "HEAD deleted $1@$3"
-}
-
 expect_blob() { # REPO FILE: GET/HEAD of a blob pushed from FILE
 	local dg h=$WORK/tmp/eb.hdr
 	dg="sha256:$(sha256_file "$2")"
@@ -267,39 +200,9 @@ s_tools() {
 	"$DIST_BIN" --version
 }
 
-# mk_image NAME ARCH [RANDOM_KIB]: from the base, add /NAME.txt (and a random
-# file), commit localhost/compat-NAME:latest
-mk_image() {
-	local c ctx=$WORK/ctx
-	echo "compat image $1 ($2) $$" >"$ctx/$1.txt"
-	c=$(bh from localhost/compat-base:latest)
-	bh copy "$c" "$ctx/$1.txt" "/$1.txt"
-	if [ -n "${3:-}" ]; then
-		head -c "$(($3 * 1024))" /dev/urandom >"$ctx/$1.bin"
-		bh copy "$c" "$ctx/$1.bin" "/data/$1.bin"
-	fi
-	bh config --arch "$2" --os linux --cmd "[\"/bin/busybox\",\"cat\",\"/$1.txt\"]" --label "org.example.compat=$1" "$c"
-	bh commit --format oci "$c" "localhost/compat-$1:latest"
-	bh rm "$c"
-}
-
-mk_index() { # NAME IMAGE...: OCI index of images, exported to $IMG/NAME
-	local n=$1 i
-	shift
-	bh manifest create "localhost/compat-$n:latest"
-	for i in "$@"; do bh manifest add "localhost/compat-$n:latest" "containers-storage:localhost/compat-$i:latest"; done
-	bh manifest push --all --format oci "localhost/compat-$n:latest" "oci:$IMG/$n:$n"
-}
-
 s_build() {
-	local ctx=$WORK/ctx c n
-	mkdir -p "$ctx"
-	cp "$BUSYBOX" "$ctx/busybox"
-	c=$(bh from scratch)
-	bh copy "$c" "$ctx/busybox" /bin/busybox
-	bh config --arch "$HOSTARCH" --os linux --env PATH=/bin "$c"
-	bh commit --format oci "$c" localhost/compat-base:latest
-	bh rm "$c"
+	local n
+	mk_base "$HOSTARCH"
 	mk_image a "$HOSTARCH" 512
 	mk_image old "$HOSTARCH"
 	mk_image b "$HOSTARCH" 256
@@ -377,13 +280,6 @@ s_o_meta() {
 	compare_meta dist
 	expect_eq "$(reg_catalog)" a,d2,multi "catalog"
 	expect_eq "$(reg_tags a | jq -r '.tags | join(",")')" v1 "tags of a (old deleted)"
-}
-
-s_copy_out_oci() { # REPO TAG DIGEST_KEY [--all]
-	local dir=$OUT/$1-$2-$SERVER_N
-	cp_out ${4:+"$4"} "docker://$REG/$1:$2" "oci:$dir:$2"
-	expect_eq "$(layout_digest "$dir" "$2")" "$(get "$3")" "skopeo copy $1:$2 -> OCI layout: digest"
-	verify_tree "$1" "$(get "$3")" "$dir"
 }
 
 s_copy_out_dir() { # REPO TAG DIGEST_KEY ORIGINAL_DIR|- [--all]
@@ -470,7 +366,7 @@ if ! step "setup: tools present" s_tools; then E2E_DONE=1; exit 1; fi
 step "build: base, A, OLD, B, D (v2s2 dir:), OCI indexes multi and m2 (amd64+arm64)" s_build
 
 section "2. Distribution 2.8 writes"
-server_phase dist "Distribution"
+server_phase dist "$ROOT" "Distribution"
 step "Distribution: skopeo push a:v1, multi:latest (index), d2:v1 (schema2)" s_d_push
 step "Distribution: chunked blob upload into a (POST, 3x PATCH, PUT ?digest=)" s_chunked a "$IMG/chunked-dist.bin"
 step "Distribution: push a:old, DELETE it by digest" s_push_delete a
@@ -478,7 +374,7 @@ step "Distribution: record manifests (tag, digest, children), tags/list, catalog
 server_stop "Distribution"
 
 section "3. our server on Distribution's root"
-server_phase ours "ours"
+server_phase ours "$ROOT" "ours"
 step "ours: every manifest byte-identical to Distribution's (GET, HEAD, skopeo inspect --raw; by tag and digest)" s_o_manifests
 step "ours: every blob served, hashes to digest, equals local layout (GET, HEAD)" s_o_blobs
 step "ours: _catalog and tags/list equal Distribution's" s_o_meta
@@ -496,7 +392,7 @@ step "ours: record manifests, tags/list, catalog" s_o_record
 server_stop "ours"
 
 section "4. Distribution 2.8 on the root our server wrote"
-server_phase dist "Distribution"
+server_phase dist "$ROOT" "Distribution"
 step "Distribution: every manifest our server pushed byte-identical (GET, HEAD, skopeo inspect --raw)" s_d2_manifests
 step "Distribution: blobs our server pushed served and hash to digest (GET, HEAD)" s_d2_blobs
 step "Distribution: _catalog and tags/list equal ours" s_d2_meta

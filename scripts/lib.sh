@@ -415,15 +415,26 @@ ct() { T ctr -a "$WORK/ctd/c.sock" -n e2e "$@"; }
 ct_digest() { ct images ls | awk -v r="$1" '$1 == r { print $3 }'; }
 
 # ---------------------------------------------------------------- daemons
-# start_registry BIN CONFIG LOG: `BIN serve CONFIG` in the background, with
-# no REGISTRY_* variable (our server and Distribution both read them as
-# config overrides; REGISTRY_AUTH_FILE, set for the clients, would read as
-# auth.file); waits up to 30 s for its "listening on" line.  Main shell
-# only: sets SERVER_PID (PID:STARTTIME) and REG (empty if none was logged).
+# unset_registry_env: unset every REGISTRY_* variable (our server,
+# registry-gc and Distribution all read them as config overrides;
+# REGISTRY_AUTH_FILE, set for the clients, would read as auth.file).  For
+# subshells that then exec a server or collector.
+unset_registry_env() {
+	local v
+	for v in $(compgen -e | grep '^REGISTRY_'); do unset "$v"; done
+}
+
+# no_registry_env CMD...: run the external command CMD without them
+no_registry_env() { (unset_registry_env && exec "$@"); }
+
+# start_registry BIN CONFIG LOG: `BIN serve CONFIG` in the background (see
+# unset_registry_env); waits up to 30 s for its "listening on" line.  Main
+# shell only: sets SERVER_PID (PID:STARTTIME) and REG (empty if none was
+# logged).
 start_registry() {
-	local v unset_args=() i
-	for v in $(compgen -e | grep '^REGISTRY_'); do unset_args+=(-u "$v"); done
-	env "${unset_args[@]}" "$1" serve "$2" >"$3" 2>&1 &
+	local i
+	# exec: the PID tracked is the server's own
+	(unset_registry_env && exec "$1" serve "$2") >"$3" 2>&1 &
 	track_pid $!
 	SERVER_PID=$TRACKED
 	REG=""
@@ -510,4 +521,150 @@ s_ct_up() { # CONTAINERD_PID
 s_ct_stop() { # CONTAINERD_PID
 	stop_pid "$1" 20
 	if alive "$1"; then fail_now "containerd still running"; fi
+}
+
+# ---------------------------------------------------------------- shared by compat.sh and gc-compat.sh
+# Our server and Distribution (Debian's docker-registry) taking turns on
+# filesystem roots.  The caller sets OUR_BIN and DIST_BIN; configs and logs
+# go to $WORK/srv.
+
+# fs_config FILE ROOT: a config both servers and all collectors read:
+# filesystem storage at ROOT, deletes enabled, 127.0.0.1 on a free port
+fs_config() {
+	cat >"$1" <<CFG
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $2
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:0
+CFG
+}
+
+SERVER_PID=""
+SERVER_N=0
+
+# start_server dist|ours ROOT: in the main shell; sets REG, SERVER_PID,
+# SERVER_LOG, SERVER_ROOT.  Refuses to start while the previous one runs
+# (never two writers on one root).
+start_server() {
+	local kind=$1 bin cfg
+	case "$kind" in dist) bin=$DIST_BIN ;; ours) bin=$OUR_BIN ;; *) echo "start_server: kind [$kind]" >&2; return 1 ;; esac
+	if [ -n "$SERVER_PID" ] && alive "$SERVER_PID"; then
+		echo "$SUITE_NAME: previous server ${SERVER_PID%%:*} still running; refusing to start a 2nd writer" >&2
+		REG=""
+		return 1
+	fi
+	SERVER_N=$((SERVER_N + 1))
+	SERVER_ROOT=$2
+	mkdir -p "$WORK/srv" "$SERVER_ROOT"
+	cfg=$WORK/srv/$SERVER_N-$kind.yml
+	SERVER_LOG=$WORK/srv/$SERVER_N-$kind.log
+	fs_config "$cfg" "$SERVER_ROOT"
+	start_registry "$bin" "$cfg" "$SERVER_LOG"
+	[ -n "$REG" ] && wait_for 15 rcurl -f -o /dev/null "http://$REG/v2/"
+}
+
+s_server_up() { # KIND
+	alive "$SERVER_PID" || { tail -n 30 "$SERVER_LOG"; fail_now "$1 server (pid ${SERVER_PID%%:*}) is not running"; }
+	expect_ne_empty "$REG" "listen address in the server log"
+	[[ $REG =~ ^127\.0\.0\.1:[0-9]+$ ]] || fail_now "listen address [$REG] is not 127.0.0.1:PORT"
+	expect_eq "$(http_status "http://$REG/v2/")" 200 "GET /v2/"
+	info "$1 on $REG, root $SERVER_ROOT"
+}
+
+s_server_stop() {
+	stop_pid "$SERVER_PID" 20
+	if alive "$SERVER_PID"; then fail_now "server ${SERVER_PID%%:*} still running"; fi
+}
+
+# server_phase KIND ROOT DESCRIPTION: start and check the server; abort the
+# whole run if it is not there
+server_phase() {
+	start_server "$1" "$2"
+	if ! step "$3: server up (pid ${SERVER_PID%%:*}, ${REG:-no address})" s_server_up "$1"; then
+		tail -n 20 "$SERVER_LOG" | sed 's/^/    | /'
+		E2E_DONE=1
+		exit 1
+	fi
+}
+
+server_stop() { # DESCRIPTION
+	step "$1: stop server by pid ${SERVER_PID%%:*}" s_server_stop
+	stop_pid "$SERVER_PID" 5   # reap in the main shell (no-op if stopped)
+	if alive "$SERVER_PID"; then
+		echo "$SUITE_NAME: server ${SERVER_PID%%:*} would not stop; aborting" >&2
+		E2E_DONE=1
+		exit 1
+	fi
+}
+
+# skopeo to / from $REG (plain HTTP), digests kept
+cp_out() { sko copy --preserve-digests --src-tls-verify=false "$@"; }
+cp_in() { sko copy --preserve-digests --dest-tls-verify=false "$@"; }
+
+# Images built with buildah (private vfs store $WORK/c-build) from
+# busybox-static, named localhost/$IMG_PREFIX-NAME:latest; build context in
+# $WORK/ctx.
+bh_build() { bh_in build "$@"; }
+
+mk_base() { # ARCH: base image (one layer: /bin/busybox)
+	local ctx=$WORK/ctx c
+	mkdir -p "$ctx"
+	cp "$BUSYBOX" "$ctx/busybox"
+	c=$(bh_build from scratch)
+	bh_build copy "$c" "$ctx/busybox" /bin/busybox
+	bh_build config --arch "$1" --os linux --env PATH=/bin "$c"
+	bh_build commit --format oci "$c" "localhost/$IMG_PREFIX-base:latest"
+	bh_build rm "$c"
+}
+
+# mk_image NAME ARCH [RANDOM_KIB]: from the base, add /NAME.txt (and a
+# random file) as one layer, commit localhost/$IMG_PREFIX-NAME:latest
+mk_image() {
+	local c ctx=$WORK/ctx
+	echo "$IMG_PREFIX image $1 ($2) $$" >"$ctx/$1.txt"
+	c=$(bh_build from "localhost/$IMG_PREFIX-base:latest")
+	bh_build copy "$c" "$ctx/$1.txt" "/$1.txt"
+	if [ -n "${3:-}" ]; then
+		head -c "$(($3 * 1024))" /dev/urandom >"$ctx/$1.bin"
+		bh_build copy "$c" "$ctx/$1.bin" "/data/$1.bin"
+	fi
+	bh_build config --arch "$2" --os linux --cmd "[\"/bin/busybox\",\"cat\",\"/$1.txt\"]" --label "org.example.$IMG_PREFIX=$1" "$c"
+	bh_build commit --format oci "$c" "localhost/$IMG_PREFIX-$1:latest"
+	bh_build rm "$c"
+}
+
+mk_index() { # NAME IMAGE...: OCI index of images, exported to $IMG/NAME
+	local n=$1 i
+	shift
+	bh_build manifest create "localhost/$IMG_PREFIX-$n:latest"
+	for i in "$@"; do bh_build manifest add "localhost/$IMG_PREFIX-$n:latest" "containers-storage:localhost/$IMG_PREFIX-$i:latest"; done
+	bh_build manifest push --all --format oci "localhost/$IMG_PREFIX-$n:latest" "oci:$IMG/$n:$n"
+}
+
+expect_gone_digest() { # REPO DIGEST: GET and HEAD of the manifest answer 404
+	expect_eq "$(http_status "http://$REG/v2/$1/manifests/$2" -H "Accept: $ACCEPT_ALL")" 404 "GET deleted $1@$2"
+	expect_eq "$(http_status "http://$REG/v2/$1/manifests/$2" -I -H "Accept: $ACCEPT_ALL")" 404 "HEAD deleted $1@$2"
+}
+
+expect_gone() { # REPO TAG DIGEST: tag and manifest digest answer 404
+	expect_eq "$(http_status "http://$REG/v2/$1/manifests/$2" -H "Accept: $ACCEPT_ALL")" 404 "GET deleted $1:$2"
+	expect_gone_digest "$1" "$3"
+}
+
+# s_copy_out_oci REPO TAG|DIGEST DIGEST_KEY [--all]: skopeo copy out of $REG
+# into an OCI layout under $OUT; the digest must be the one stored (put)
+# under DIGEST_KEY and every object must hash and equal the copy
+s_copy_out_oci() {
+	local ref=$2 src dir
+	case "$2" in sha256:*) src="docker://$REG/$1@$2" ref=bydigest ;; *) src="docker://$REG/$1:$2" ;; esac
+	dir=$OUT/$1-${2/:/_}-$SERVER_N
+	cp_out ${4:+"$4"} "$src" "oci:$dir:$ref"
+	expect_eq "$(layout_digest "$dir" "$ref")" "$(get "$3")" "skopeo copy $src -> OCI layout: digest"
+	verify_tree "$1" "$(get "$3")" "$dir"
 }

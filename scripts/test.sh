@@ -43,6 +43,11 @@ scripts/e2e-auth.sh "$bin" 2>&1 | tee "$log/e2e-auth.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 count "$log/e2e-auth.log" '^e2e-auth: [0-9]+ passed, [0-9]+ failed'
 
+echo "== garbage collection against Distribution's, on a store Distribution wrote"
+scripts/gc-compat.sh "$bin" target/debug/registry-gc 2>&1 | tee "$log/gc-compat.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+count "$log/gc-compat.log" '^gc-compat: [0-9]+ passed, [0-9]+ failed'
+
 echo "== compatibility with Distribution on one data directory"
 scripts/compat.sh "$bin" 2>&1 | tee "$log/compat.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
