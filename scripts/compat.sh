@@ -46,11 +46,6 @@
 
 set -u -o pipefail
 
-if [ -z "${COMPAT_UNDER_WATCHDOG:-}" ] && [ "${COMPAT_TOTAL_TIMEOUT:-900}" != 0 ]; then
-	export COMPAT_UNDER_WATCHDOG=1
-	exec timeout -k 30 "${COMPAT_TOTAL_TIMEOUT:-900}" bash "${BASH_SOURCE[0]}" "$@"
-fi
-
 usage() { echo "usage: $0 REGISTRY_BIN" >&2; echo "compat: 0 passed, 1 failed"; exit 2; }
 [ $# -eq 1 ] || usage
 OUR_BIN=$(readlink -f "$1") || usage
@@ -60,6 +55,7 @@ DIST_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$HERE/lib.sh"
+watchdog COMPAT 900 "${BASH_SOURCE[0]}" "$@"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/compat.XXXXXX") || exit 1
 LOGDIR=$WORK/logs

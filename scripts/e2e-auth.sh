@@ -71,11 +71,6 @@
 
 set -u -o pipefail
 
-if [ -z "${E2E_AUTH_UNDER_WATCHDOG:-}" ] && [ "${E2E_AUTH_TOTAL_TIMEOUT:-900}" != 0 ]; then
-	export E2E_AUTH_UNDER_WATCHDOG=1
-	exec timeout -k 60 "${E2E_AUTH_TOTAL_TIMEOUT:-900}" bash "${BASH_SOURCE[0]}" "$@"
-fi
-
 usage() { echo "usage: $0 REGISTRY_BIN" >&2; echo "e2e-auth: 0 passed, 1 failed"; exit 2; }
 [ $# -eq 1 ] || usage
 OUR_BIN=$(readlink -f "$1") || usage
@@ -84,6 +79,7 @@ OUR_BIN=$(readlink -f "$1") || usage
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$HERE/lib.sh"
+watchdog E2E_AUTH 900 "${BASH_SOURCE[0]}" "$@"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/e2e-auth.XXXXXX") || exit 1
 LOGDIR=$WORK/logs

@@ -72,14 +72,6 @@
 
 set -u -o pipefail
 
-# Overall time limit: re-exec under timeout(1), which signals our whole
-# process group (steps and daemons) when E2E_TOTAL_TIMEOUT expires; the EXIT
-# trap then stops everything by PID and prints the summary.
-if [ -z "${E2E_UNDER_WATCHDOG:-}" ] && [ "${E2E_TOTAL_TIMEOUT:-1800}" != 0 ]; then
-	export E2E_UNDER_WATCHDOG=1
-	exec timeout -k 60 "${E2E_TOTAL_TIMEOUT:-1800}" bash "${BASH_SOURCE[0]}" "$@"
-fi
-
 usage() { echo "usage: $0 127.0.0.1:PORT" >&2; echo "e2e: 0 passed, 1 failed"; exit 2; }
 [ $# -eq 1 ] || usage
 REG=$1
@@ -88,6 +80,7 @@ REG=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$HERE/lib.sh"
+watchdog E2E 1800 "${BASH_SOURCE[0]}" "$@"
 
 E2E_SKIP=${E2E_SKIP:-}
 

@@ -52,11 +52,6 @@
 set -u -o pipefail
 export LC_ALL=C          # sort and comm agree on the order of digests
 
-if [ -z "${GC_COMPAT_UNDER_WATCHDOG:-}" ] && [ "${GC_COMPAT_TOTAL_TIMEOUT:-900}" != 0 ]; then
-	export GC_COMPAT_UNDER_WATCHDOG=1
-	exec timeout -k 30 "${GC_COMPAT_TOTAL_TIMEOUT:-900}" bash "${BASH_SOURCE[0]}" "$@"
-fi
-
 usage() { echo "usage: $0 REGISTRY_BIN REGISTRY_GC_BIN" >&2; echo "gc-compat: 0 passed, 1 failed"; exit 2; }
 [ $# -eq 2 ] || usage
 OUR_BIN=$(readlink -f "$1") || usage
@@ -68,6 +63,7 @@ DIST_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$HERE/lib.sh"
+watchdog GC_COMPAT 900 "${BASH_SOURCE[0]}" "$@"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gc-compat.XXXXXX") || exit 1
 LOGDIR=$WORK/logs

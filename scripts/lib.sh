@@ -320,6 +320,21 @@ reg_tags() { rcurl -f "$REG_SCHEME://$REG/v2/$1/tags/list" | jq -cS '{name, tags
 # reg_catalog: sorted repository names from GET /v2/_catalog, comma-separated
 reg_catalog() { rcurl -f "$REG_SCHEME://$REG/v2/_catalog" | jq -r '(.repositories // []) | sort | join(",")'; }
 
+# watchdog PREFIX DEFAULT_SECONDS SCRIPT ARGS...: run SCRIPT again under
+# timeout(1), which signals the whole process group (steps and daemons)
+# when $PREFIX_TOTAL_TIMEOUT (default DEFAULT_SECONDS; 0 for none) runs out;
+# the EXIT trap then stops everything by PID and prints the summary.
+watchdog() {
+	local prefix=$1 default=$2 script=$3
+	shift 3
+	local under="${prefix}_UNDER_WATCHDOG" limit_var="${prefix}_TOTAL_TIMEOUT"
+	local limit=${!limit_var:-$default}
+	if [ -z "${!under:-}" ] && [ "$limit" != 0 ]; then
+		export "$under=1"
+		exec timeout -k 60 "$limit" bash "$script" "$@"
+	fi
+}
+
 # suite_traps NAME KEEP_VAR: install the EXIT/INT/TERM handling of a test
 # script: stop everything it started, remove $WORK (unless $KEEP_VAR=1),
 # count an unfinished run ($E2E_DONE not 1) as a failure, and print the
