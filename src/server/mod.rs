@@ -8,6 +8,7 @@
 pub mod body;
 pub mod error;
 mod handlers;
+pub mod metrics;
 pub mod route;
 pub mod tls;
 
@@ -40,6 +41,7 @@ pub struct App {
     pub auth: Auth,
     pub config: Config,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    pub metrics: metrics::Metrics,
     /// Every response's fixed headers: the API version and `http.headers`.
     fixed_headers: HeaderMap,
 }
@@ -86,6 +88,7 @@ impl App {
             auth,
             config,
             tls,
+            metrics: metrics::Metrics::default(),
             fixed_headers,
         }))
     }
@@ -268,7 +271,15 @@ async fn handle(
         .to_string();
     let head = method == Method::HEAD;
     let has_body = !hyper::body::Body::is_end_stream(req.body());
-    let (route, user, result) = dispatch(&app, req, peer).await;
+    let declared_in = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let (route, user, result) = match operator_endpoint(&app, req.uri().path()) {
+        Some(resp) => ("operator", "-".to_string(), Ok(resp)),
+        None => dispatch(&app, req, peer).await,
+    };
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -292,6 +303,19 @@ async fn handle(
     };
     for (name, value) in &app.fixed_headers {
         resp.headers_mut().append(name, value.clone());
+    }
+    let m = &app.metrics;
+    m.record(route, &method, resp.status().as_u16(), start.elapsed());
+    m.bytes_in
+        .fetch_add(declared_in, std::sync::atomic::Ordering::Relaxed);
+    if !head {
+        let out = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        m.bytes_out
+            .fetch_add(out, std::sync::atomic::Ordering::Relaxed);
     }
     if app.config.log.accesslog {
         tracing::info!(
@@ -355,6 +379,41 @@ async fn dispatch(
         user,
         handlers::route(app, route, req, &identity).await,
     )
+}
+
+/// `/metrics` (Prometheus text), `/healthz` (the process answers) and
+/// `/readyz` (the storage root is there): outside the API, without login,
+/// as load balancers and scrapers expect.
+fn operator_endpoint(app: &App, path: &str) -> Option<Response<Body>> {
+    let (status, content_type, text) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.metrics.render(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" => {
+            if app.store.layout().v2().is_dir() {
+                (StatusCode::OK, "text/plain", "ready\n".to_string())
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "storage root unavailable\n".to_string(),
+                )
+            }
+        }
+        _ => return None,
+    };
+    let mut resp = Response::new(body::full(text.clone()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    Some(resp)
 }
 
 /// What a route and method need of the caller.

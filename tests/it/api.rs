@@ -167,3 +167,40 @@ fn absolute_location_uses_http_host() {
         "{loc}"
     );
 }
+
+#[test]
+fn health_readiness_and_metrics() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let r = c.get("/healthz");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok\n"[..]));
+    c.get("/readyz").expect(200, None);
+    c.get("/v2/").expect(200, None);
+    c.get("/v2/").expect(200, None);
+    c.push_blob("m", &vec![7u8; 5000]);
+    c.get("/v2/nope/manifests/latest").expect(404, None);
+    let text = String::from_utf8(c.get("/metrics").body).unwrap();
+    for line in [
+        "registry_http_requests_total{route=\"base\",method=\"GET\",status=\"200\"} 2",
+        "registry_http_requests_total{route=\"blob_upload\",method=\"POST\",status=\"201\"} 1",
+        "registry_http_requests_total{route=\"manifest\",method=\"GET\",status=\"404\"} 1",
+        "registry_http_request_duration_seconds_count{route=\"base\"} 2",
+        "registry_uploads_in_progress 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let received: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("registry_http_received_bytes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(received >= 5000, "{received}");
+    // The storage root gone: not ready, still alive.
+    std::fs::rename(s.root.join("docker"), s.root.join("moved")).unwrap();
+    c.get("/readyz").expect(503, None);
+    c.get("/healthz").expect(200, None);
+}

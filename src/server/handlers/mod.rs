@@ -26,6 +26,8 @@ pub(super) async fn route(
     who: &Identity,
 ) -> Result<Response<Body>, ApiError> {
     let m = req.method().clone();
+    let _uploading = matches!(route, Route::UploadStart(_) | Route::Upload(..))
+        .then(|| crate::server::metrics::UploadGauge::new(&app.metrics));
     match (route, &m) {
         (Route::Base, &Method::GET | &Method::HEAD) => {
             Ok(json_response(StatusCode::OK, b"{}".to_vec(), &m))
