@@ -163,23 +163,8 @@ s_pki() {
 
 # base image: layer 1 = busybox + /hello.txt, layer 2 = 1 MiB random + /etc/e2e-auth
 s_build() {
-	local ctx=$WORK/ctx c dg
-	mkdir -p "$ctx"
-	cp "$BUSYBOX" "$ctx/busybox"
-	echo "hello from e2e-auth $$" >"$ctx/hello.txt"
-	head -c 1048576 /dev/urandom >"$ctx/random.bin"
-	c=$(bh from scratch)
-	bh copy "$c" "$ctx/busybox" /bin/busybox
-	bh copy "$c" "$ctx/hello.txt" /hello.txt
-	bh config --arch "$HOSTARCH" --os linux --cmd '["/bin/busybox","cat","/hello.txt"]' \
-		--env PATH=/bin --label org.example.e2e=auth "$c"
-	bh commit --format oci "$c" localhost/auth-base:l1
-	bh rm "$c"
-	c=$(bh from localhost/auth-base:l1)
-	bh copy "$c" "$ctx/random.bin" /data/random.bin
-	bh copy "$c" "$ctx/hello.txt" /etc/e2e-auth
-	bh commit --format oci "$c" localhost/auth-base:latest
-	bh rm "$c"
+	local dg
+	mk_release_base auth-base "hello from e2e-auth $$" 1048576 /etc/e2e-auth org.example.e2e=auth
 	bh push --format oci localhost/auth-base:latest "oci:$IMG/oci:base"
 	sko copy "oci:$IMG/oci:base" "docker-archive:$IMG/base.tar:e2e-auth/base:latest"
 	dg=$(layout_digest "$IMG/oci" base)

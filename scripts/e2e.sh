@@ -124,22 +124,8 @@ s_tools() {
 # base image: layer 1 = busybox + /hello.txt, layer 2 = 4 MiB random + /etc/e2e
 s_build_images() {
 	local ctx=$WORK/ctx c
-	mkdir -p "$ctx"
-	cp "$BUSYBOX" "$ctx/busybox"
-	echo "hello from e2e $RUN_ID" >"$ctx/hello.txt"
-	head -c 4194304 /dev/urandom >"$ctx/random.bin"
-	c=$(bh from scratch)
-	bh copy "$c" "$ctx/busybox" /bin/busybox
-	bh copy "$c" "$ctx/hello.txt" /hello.txt
-	bh config --arch "$HOSTARCH" --os linux --cmd '["/bin/busybox","cat","/hello.txt"]' \
-		--env PATH=/bin --label org.example.e2e=base --label "org.example.run=$RUN_ID" "$c"
-	bh commit --format oci "$c" localhost/e2e-base:l1
-	bh rm "$c"
-	c=$(bh from localhost/e2e-base:l1)
-	bh copy "$c" "$ctx/random.bin" /data/random.bin
-	bh copy "$c" "$ctx/hello.txt" /etc/e2e-release
-	bh commit --format oci "$c" localhost/e2e-base:latest
-	bh rm "$c"
+	mk_release_base e2e-base "hello from e2e $RUN_ID" 4194304 /etc/e2e-release \
+		org.example.e2e=base "org.example.run=$RUN_ID"
 	# export in three local formats
 	bh push --format oci localhost/e2e-base:latest "oci:$WORK/img/oci:base"
 	sko copy "oci:$WORK/img/oci:base" "docker-archive:$WORK/img/base.tar:e2e/base:latest"

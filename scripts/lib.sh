@@ -627,6 +627,32 @@ cp_in() { sko copy --preserve-digests --dest-tls-verify=false "$@"; }
 # $WORK/ctx.
 bh_build() { bh_in build "$@"; }
 
+# mk_release_base NAME HELLO RANDOM_BYTES RELEASE_FILE LABEL...: the
+# end-to-end suites' base image localhost/NAME:latest, two layers: busybox
+# and /hello.txt (text HELLO), then RANDOM_BYTES of random data and
+# RELEASE_FILE (a copy of /hello.txt); labelled with each KEY=VALUE LABEL.
+mk_release_base() {
+	local name=$1 hello=$2 bytes=$3 release=$4 ctx=$WORK/ctx c l labels=()
+	shift 4
+	for l in "$@"; do labels+=(--label "$l"); done
+	mkdir -p "$ctx"
+	cp "$BUSYBOX" "$ctx/busybox"
+	echo "$hello" >"$ctx/hello.txt"
+	head -c "$bytes" /dev/urandom >"$ctx/random.bin"
+	c=$(bh_build from scratch)
+	bh_build copy "$c" "$ctx/busybox" /bin/busybox
+	bh_build copy "$c" "$ctx/hello.txt" /hello.txt
+	bh_build config --arch "$HOSTARCH" --os linux --cmd '["/bin/busybox","cat","/hello.txt"]' \
+		--env PATH=/bin "${labels[@]}" "$c"
+	bh_build commit --format oci "$c" "localhost/$name:l1"
+	bh_build rm "$c"
+	c=$(bh_build from "localhost/$name:l1")
+	bh_build copy "$c" "$ctx/random.bin" /data/random.bin
+	bh_build copy "$c" "$ctx/hello.txt" "$release"
+	bh_build commit --format oci "$c" "localhost/$name:latest"
+	bh_build rm "$c"
+}
+
 mk_base() { # ARCH: base image (one layer: /bin/busybox)
 	local ctx=$WORK/ctx c
 	mkdir -p "$ctx"
