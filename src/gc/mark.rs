@@ -26,6 +26,8 @@ pub struct Untagged {
 
 #[derive(Default)]
 pub struct Marked {
+    /// Every repository, as listed for the mark (the sweep walks them again).
+    pub repos: Vec<RepoName>,
     pub repositories: usize,
     pub manifests_kept: usize,
     pub blobs: HashSet<Digest>,
@@ -65,7 +67,9 @@ pub fn mark(
     if !errors.is_empty() {
         return Err(GcError::Incomplete(errors));
     }
-    Ok(result.into_inner().unwrap())
+    let mut marked = result.into_inner().unwrap();
+    marked.repos = repos;
+    Ok(marked)
 }
 
 type RepoResult = (usize, Vec<Digest>, Vec<Untagged>);

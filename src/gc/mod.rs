@@ -123,7 +123,7 @@ pub fn collect(
     progress("sweeping blobs");
     let deleted = sweeper.blobs(&marked.blobs, &mut report)?;
     progress("sweeping links");
-    sweeper.layer_links(&deleted, &mut report)?;
+    sweeper.layer_links(&deleted, &marked.repos, &mut report)?;
     progress("sweeping uploads and temp files");
     sweeper.uploads_and_temp(&mut report)?;
     report

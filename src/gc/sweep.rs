@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use super::mark::{read_dir, Marked};
 use super::{par_each, GcError, Options, Report};
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 use crate::storage::fsutil::prune_empty_parents;
-use crate::storage::{Index, Layout};
+use crate::storage::purge::{purge, remove_session, PurgeAges};
+use crate::storage::Layout;
 
 /// Temp files are left alone this long at least, whatever the grace: the
 /// server writes them for a moment during every push.
@@ -233,16 +234,14 @@ impl<'a> Sweeper<'a> {
     pub fn layer_links(
         &self,
         deleted: &HashSet<Digest>,
+        repos: &[RepoName],
         report: &mut Report,
     ) -> Result<(), GcError> {
         if deleted.is_empty() {
             return Ok(());
         }
-        let index = Index::build(self.layout)
-            .map_err(|e| GcError::io(&self.layout.repositories_dir(), e))?;
-        let repos = index.catalog(usize::MAX, None, |_| true).items;
         let count = AtomicUsize::new(0);
-        let errors = par_each(&repos, self.stop, |repo| {
+        let errors = par_each(repos, self.stop, |repo| {
             // Walk the repository's links (not every deleted digest per
             // repository): O(links), whatever was deleted.
             let layers = self.layout.repo_dir(repo).join("_layers");
@@ -280,51 +279,19 @@ impl<'a> Sweeper<'a> {
         Ok(())
     }
 
-    /// Upload sessions idle longer than the purge age, and temp files.
+    /// Upload sessions idle longer than the purge age, and temp files
+    /// (the server's own purge, run from here).
     pub fn uploads_and_temp(&self, report: &mut Report) -> Result<(), GcError> {
-        let now = SystemTime::now();
-        let older = |p: &Path, age: Duration| {
-            mtime(p)
-                .map(|t| now.duration_since(t).unwrap_or_default() >= age)
-                .unwrap_or(false)
+        let ages = PurgeAges {
+            upload: self.options.upload_age,
+            temp: self.options.grace.max(TEMP_MIN_AGE),
         };
-        let mut stack = vec![self.layout.repositories_dir()];
-        while let Some(dir) = stack.pop() {
-            self.stopped()?;
-            for entry in read_dir(&dir)? {
-                if !entry.is_dir() {
-                    continue;
-                }
-                let name = entry
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                if name == "_uploads" {
-                    for upload in read_dir(&entry)? {
-                        let data = upload.join("data");
-                        let stamp = if data.exists() { data } else { upload.clone() };
-                        if older(&stamp, self.options.upload_age) {
-                            report.uploads_deleted += 1;
-                            if !self.options.dry_run {
-                                fs::remove_dir_all(&upload).map_err(|e| GcError::io(&upload, e))?;
-                            }
-                        }
-                    }
-                } else if !name.starts_with('_') {
-                    stack.push(entry);
-                }
-            }
-        }
-        let temp_age = self.options.grace.max(TEMP_MIN_AGE);
-        for file in read_dir(&self.layout.tmp_dir())? {
-            if older(&file, temp_age) {
-                report.temp_files_deleted += 1;
-                if !self.options.dry_run {
-                    fs::remove_file(&file).map_err(|e| GcError::io(&file, e))?;
-                }
-            }
-        }
+        let purged = purge(self.layout, ages, self.options.dry_run, |_, dir| {
+            remove_session(dir)
+        })
+        .map_err(|e| GcError::io(self.layout.v2(), e))?;
+        report.uploads_deleted += purged.uploads;
+        report.temp_files_deleted += purged.temp_files;
         Ok(())
     }
 }

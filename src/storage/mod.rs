@@ -18,7 +18,7 @@ pub(crate) mod fsutil;
 mod index;
 pub mod layout;
 mod manifests;
-mod purge;
+pub mod purge;
 mod referrers;
 mod uploads;
 mod writer;
@@ -94,10 +94,6 @@ impl Store {
 
     pub fn index(&self) -> &Index {
         &self.index
-    }
-
-    pub fn options(&self) -> &StoreOptions {
-        &self.options
     }
 
     /// Hold the repository's lock (see `repo_locks`) until the guard drops.
