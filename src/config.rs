@@ -210,11 +210,6 @@ impl Config {
         check_keys(&tree, SCHEMA, "", &mut warnings).map_err(invalid)?;
         read_config(&tree, warnings).map_err(invalid)
     }
-
-    /// Every Distribution key and our own, for documentation and tests.
-    pub fn known_sections() -> impl Iterator<Item = &'static str> {
-        SCHEMA.iter().map(|(k, _)| *k)
-    }
 }
 
 // ---------------------------------------------------------------------------

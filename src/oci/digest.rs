@@ -166,11 +166,6 @@ impl Hasher {
         }
     }
 
-    /// The digest of everything fed so far, leaving the state usable.
-    pub fn peek(&self) -> Digest {
-        self.clone().finish()
-    }
-
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
             Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
@@ -229,7 +224,7 @@ mod tests {
     fn incremental_equals_whole() {
         let mut h = Algorithm::Sha256.hasher();
         h.update(b"hello ");
-        assert_eq!(h.peek(), Digest::sha256(b"hello "));
+        assert_eq!(h.clone().finish(), Digest::sha256(b"hello "));
         h.update(b"world");
         assert_eq!(h.finish(), Digest::sha256(b"hello world"));
     }

@@ -6,7 +6,6 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
-pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// The kinds of manifest this registry stores and serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,14 +43,6 @@ impl ManifestKind {
             ManifestKind::OciIndex | ManifestKind::DockerManifestList
         )
     }
-}
-
-/// Whether a media type is one of the manifest types we recognise at all
-/// (including the schema1 types we refuse), as opposed to a plain blob.
-pub fn is_manifest_type(mt: &str) -> bool {
-    ManifestKind::from_media_type(mt).is_some()
-        || mt == DOCKER_SCHEMA1
-        || mt == DOCKER_SCHEMA1_SIGNED
 }
 
 /// Whether an `Accept` header value (possibly several, comma separated, with

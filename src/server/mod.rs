@@ -436,11 +436,6 @@ fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
     }
 }
 
-/// A response with no body and the given status.
-pub fn status(code: StatusCode) -> http::response::Builder {
-    Response::builder().status(code)
-}
-
 /// Bind the configured address.
 pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
     TcpListener::bind(config.http.addr.as_str()).await
