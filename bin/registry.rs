@@ -100,6 +100,14 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.http.addr))?;
         let addr = listener.local_addr()?;
         let root = config.storage.rootdirectory.clone();
+        let debug = match &config.http.debug {
+            Some(d) => Some(
+                tokio::net::TcpListener::bind(d.addr.as_str())
+                    .await
+                    .with_context(|| format!("cannot listen on {} (http.debug.addr)", d.addr))?,
+            ),
+            None => None,
+        };
         let app = App::new(config)?;
         tracing::info!(
             addr = %addr,
@@ -108,6 +116,15 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "listening on {addr}"
         );
+        if let Some(listener) = debug {
+            let addr = listener.local_addr()?;
+            tracing::info!(addr = %addr, "operators' endpoints on {addr} (http.debug.addr)");
+            tokio::spawn(server::serve_debug(
+                app.clone(),
+                listener,
+                std::future::pending(),
+            ));
+        }
         server::serve(app, listener, shutdown_signal()).await;
         Ok(())
     })

@@ -92,6 +92,18 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Time allowed to send a request head (ours: `http.headertimeout`).
     pub header_timeout: Duration,
+    /// `http.debug`: a second address for operators' endpoints.
+    pub debug: Option<DebugConfig>,
+}
+
+/// `http.debug.addr` (as in Distribution): `/metrics` moves there, off the
+/// public port; `/healthz` and `/readyz` are answered on both.
+#[derive(Clone, Debug)]
+pub struct DebugConfig {
+    pub addr: String,
+    /// Where Prometheus text is served (`http.debug.prometheus.path`), or
+    /// none when `http.debug.prometheus.enabled` is false.
+    pub metrics_path: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -564,7 +576,16 @@ const SCHEMA: &[(&str, Node)] = &[
             ("maxconnections", Node::Leaf),
             ("maxheaderbytes", Node::Leaf),
             ("headertimeout", Node::Leaf),
-            ("debug", Node::Unimplemented),
+            (
+                "debug",
+                Node::Section(&[
+                    ("addr", Node::Leaf),
+                    (
+                        "prometheus",
+                        Node::Section(&[("enabled", Node::Leaf), ("path", Node::Leaf)]),
+                    ),
+                ]),
+            ),
             ("http2", Node::Unimplemented),
             ("h2c", Node::Unimplemented),
         ]),
@@ -812,6 +833,32 @@ fn read_auth(tree: &Value) -> Result<AuthConfig, String> {
         token,
         access,
     })
+}
+
+fn read_debug(tree: &Value) -> Result<Option<DebugConfig>, String> {
+    let Some(addr) = get_string(tree, "http.debug.addr")?.filter(|a| !a.is_empty()) else {
+        if lookup(tree, "http.debug.prometheus").is_some() {
+            return Err(
+                "http.debug.prometheus needs http.debug.addr, the address to serve it on".into(),
+            );
+        }
+        return Ok(None);
+    };
+    // Distribution turns Prometheus off unless asked; here a debug address
+    // exists to be scraped, so it is on unless `enabled: false`.
+    let metrics_path = if get_bool(tree, "http.debug.prometheus.enabled", true)? {
+        let path =
+            get_string(tree, "http.debug.prometheus.path")?.unwrap_or_else(|| "/metrics".into());
+        if !path.starts_with('/') {
+            return Err(format!(
+                "http.debug.prometheus.path {path:?} must start with '/'"
+            ));
+        }
+        Some(path)
+    } else {
+        None
+    };
+    Ok(Some(DebugConfig { addr, metrics_path }))
 }
 
 fn read_tls(tree: &Value) -> Result<Option<TlsConfig>, String> {
@@ -1090,6 +1137,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
                 })? as usize,
         },
         header_timeout: get_duration(tree, "http.headertimeout", Duration::from_secs(30))?,
+        debug: read_debug(tree)?,
     };
 
     let auth = read_auth(tree)?;
@@ -1360,6 +1408,14 @@ health:
                 "storage.maintenance.uploadpurging.age",
             ),
             ("version: 2\n", "version"),
+            (
+                "http:\n  debug:\n    prometheus:\n      enabled: true\n",
+                "http.debug.addr",
+            ),
+            (
+                "http:\n  debug:\n    addr: :5001\n    prometheus:\n      path: metrics\n",
+                "http.debug.prometheus.path",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use self::body::Body;
 use self::error::ApiError;
@@ -42,6 +43,8 @@ pub struct App {
     pub config: Config,
     tls: Option<tokio_rustls::TlsAcceptor>,
     pub metrics: metrics::Metrics,
+    /// Numbers requests for their log span.
+    next_request: std::sync::atomic::AtomicU64,
     /// Every response's fixed headers: the API version and `http.headers`.
     fixed_headers: HeaderMap,
 }
@@ -89,6 +92,7 @@ impl App {
             config,
             tls,
             metrics: metrics::Metrics::default(),
+            next_request: std::sync::atomic::AtomicU64::new(1),
             fixed_headers,
         }))
     }
@@ -276,10 +280,20 @@ async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
-    let (route, user, result) = match operator_endpoint(&app, req.uri().path()) {
-        Some(resp) => ("operator", "-".to_string(), Ok(resp)),
-        None => dispatch(&app, req, peer).await,
+    // Every line logged while answering carries the request's number and,
+    // once known, its route.
+    let id = app
+        .next_request
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("request", id, route = tracing::field::Empty);
+    let (route, user, result) = match operator_endpoint(&app, req.uri().path(), Port::Api) {
+        Some(resp) => {
+            span.record("route", "operator");
+            ("operator", "-".to_string(), Ok(resp))
+        }
+        None => dispatch(&app, req, peer).instrument(span.clone()).await,
     };
+    let _entered = span.enter();
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -345,6 +359,12 @@ async fn dispatch(
         return ("none", "-".into(), Err(not_found()));
     };
     let parsed = Route::parse(rest);
+    let span_route = match &parsed {
+        Some(Ok(route)) => route.name(),
+        Some(Err(_)) => "invalid",
+        None => "none",
+    };
+    tracing::Span::current().record("route", span_route);
     // Who is asking comes first: a stranger learns nothing, not even
     // whether a name is valid.
     let identity = match app
@@ -381,12 +401,27 @@ async fn dispatch(
     )
 }
 
+/// Which listener a request came in on.
+#[derive(Clone, Copy, PartialEq)]
+enum Port {
+    /// The API's address (`http.addr`).
+    Api,
+    /// The operators' address (`http.debug.addr`).
+    Debug,
+}
+
 /// `/metrics` (Prometheus text), `/healthz` (the process answers) and
 /// `/readyz` (the storage root is there): outside the API, without login,
-/// as load balancers and scrapers expect.
-fn operator_endpoint(app: &App, path: &str) -> Option<Response<Body>> {
+/// as load balancers and scrapers expect. With `http.debug.addr` set the
+/// metrics are served only there, at its configured path.
+fn operator_endpoint(app: &App, path: &str, port: Port) -> Option<Response<Body>> {
+    let metrics_path = match (&app.config.http.debug, port) {
+        (None, Port::Api) => Some("/metrics"),
+        (Some(debug), Port::Debug) => debug.metrics_path.as_deref(),
+        _ => None,
+    };
     let (status, content_type, text) = match path {
-        "/metrics" => (
+        p if Some(p) == metrics_path => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
             app.metrics.render(),
@@ -403,6 +438,7 @@ fn operator_endpoint(app: &App, path: &str) -> Option<Response<Body>> {
                 )
             }
         }
+        _ if port == Port::Debug => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         _ => return None,
     };
     let mut resp = Response::new(body::full(text.clone()));
@@ -414,6 +450,37 @@ fn operator_endpoint(app: &App, path: &str) -> Option<Response<Body>> {
     resp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
     Some(resp)
+}
+
+/// Serve the operators' endpoints on `http.debug.addr` until `shutdown`.
+/// Few clients, tiny answers: no connection limit, no draining.
+pub async fn serve_debug(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the debug address");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let resp = operator_endpoint(&app, req.uri().path(), Port::Debug);
+                async move { Ok::<_, Infallible>(resp.expect("the debug port answers every path")) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// What a route and method need of the caller.

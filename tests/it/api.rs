@@ -204,3 +204,68 @@ fn health_readiness_and_metrics() {
     c.get("/readyz").expect(503, None);
     c.get("/healthz").expect(200, None);
 }
+
+#[test]
+fn metrics_move_to_the_debug_address() {
+    let s = Server::start_with(Opts {
+        extra: "  debug:\n    addr: 127.0.0.1:0\n    prometheus:\n      enabled: true\n      path: /prom\n".into(),
+        ..Opts::default()
+    });
+    let line = s
+        .log
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the debug address is logged after the API's");
+    let at = line.find("operators' endpoints on ").expect(&line) + "operators' endpoints on ".len();
+    let debug: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || ".:".contains(*c))
+        .collect();
+    let c = Client::new(&s);
+    c.get("/v2/").expect(200, None);
+    // Off the public port; health checks stay on both.
+    c.get("/metrics").expect(404, None);
+    c.get("/healthz").expect(200, None);
+    let get = |path: &str| {
+        let r = ureq::get(&format!("http://{debug}{path}")).call();
+        match r {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (status, text) = get("/prom");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(
+            "registry_http_requests_total{route=\"base\",method=\"GET\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert_eq!(get("/readyz").0, 200);
+    assert_eq!(get("/metrics").0, 404);
+    assert_eq!(get("/v2/").0, 404);
+}
+
+#[test]
+fn each_request_is_logged_inside_its_span() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    c.get("/v2/nope/tags/list").expect(404, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = vec![];
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = s.log.recv_timeout(std::time::Duration::from_millis(200)) else {
+            continue;
+        };
+        if line.contains("registry::access") {
+            assert!(
+                line.contains("request{id=1 route=\"tags\"}"),
+                "access line outside its span: {line}"
+            );
+            assert!(line.contains("status=404"), "{line}");
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("no access log line in:\n{}", seen.join("\n"));
+}
