@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod bench_tool;
 mod blobs;
 mod config;
 mod faults;
