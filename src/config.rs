@@ -1034,7 +1034,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
     }
     let storage = StorageConfig {
         rootdirectory: PathBuf::from(rootdirectory),
-        directwrites: get_bool(tree, "storage.filesystem.directwrites", false)?,
+        directwrites: get_bool(tree, "storage.filesystem.directwrites", true)?,
         delete_enabled: get_bool(tree, "storage.delete.enabled", false)?,
         readonly: get_bool(tree, "storage.maintenance.readonly.enabled", false)?,
         uploadpurging: UploadPurging {

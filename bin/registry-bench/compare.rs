@@ -20,6 +20,8 @@ use crate::scenario::Scenario;
 pub struct Options {
     pub ours: PathBuf,
     pub theirs: PathBuf,
+    /// Environment for our registry only (config overrides).
+    pub ours_env: Vec<(String, String)>,
     pub scenarios: Vec<Scenario>,
     pub concurrency: usize,
     pub limits: Limits,
@@ -200,12 +202,13 @@ fn measure_one(
     scenario: Scenario,
     round: usize,
 ) -> anyhow::Result<Sample> {
-    let bin = match side {
-        Side::Ours => &opts.ours,
-        Side::Distribution => &opts.theirs,
+    let (bin, env) = match side {
+        Side::Ours => (&opts.ours, &opts.ours_env[..]),
+        Side::Distribution => (&opts.theirs, &[][..]),
     };
     let server = Server::start(
         bin,
+        env,
         &opts
             .workdir
             .join(format!("{}-{}-{round}", side.label(), scenario.name())),
@@ -243,7 +246,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path, dir: &Path) -> anyhow::Result<Server> {
+    fn start(bin: &Path, env: &[(String, String)], dir: &Path) -> anyhow::Result<Server> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -260,6 +263,7 @@ impl Server {
         let child = Command::new(bin)
             .arg("serve")
             .arg(&config_path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

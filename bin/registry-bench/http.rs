@@ -266,6 +266,18 @@ pub async fn verify_body(
     Ok(n)
 }
 
+/// Read and discard the body; the byte count.
+pub async fn drain(resp: Response<Incoming>) -> anyhow::Result<u64> {
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.context("body cut short")?.into_data() {
+            n += data.len() as u64;
+        }
+    }
+    Ok(n)
+}
+
 /// Like `verify_body` but keeps the bytes (manifests, which are parsed next).
 pub async fn verified_bytes(resp: Response<Incoming>, digest: &Digest) -> anyhow::Result<Bytes> {
     let bytes = resp

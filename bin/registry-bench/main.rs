@@ -63,6 +63,10 @@ enum Cmd {
         /// CNCF Distribution's binary.
         #[arg(long, default_value = "/usr/bin/docker-registry")]
         theirs: PathBuf,
+        /// KEY=VALUE environment for our registry only, such as
+        /// REGISTRY_STORAGE_FILESYSTEM_DIRECTWRITES=true (repeatable).
+        #[arg(long = "ours-env", value_parser = parse_env_pair)]
+        ours_env: Vec<(String, String)>,
         /// Rounds; each round runs both servers once, the first in turn.
         #[arg(long, default_value_t = 4)]
         rounds: usize,
@@ -125,6 +129,13 @@ impl LoadArgs {
             duration: self.duration,
             max_ops: self.requests,
         })
+    }
+}
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
 }
 
@@ -203,6 +214,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Compare {
             ours,
             theirs,
+            ours_env,
             rounds,
             workdir,
             load,
@@ -218,6 +230,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             let opts = compare::Options {
                 ours,
                 theirs,
+                ours_env,
                 scenarios: load.scenarios()?,
                 concurrency: load.concurrency,
                 limits: load.limits()?,

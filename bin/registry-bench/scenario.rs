@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use registry::oci::{media, Digest};
 
 use crate::content::{Blob, BlobMaker, Image};
-use crate::http::{expect, header, read_text, verified_bytes, verify_body, Conn, Frames};
+use crate::http::{drain, expect, header, read_text, verified_bytes, verify_body, Conn, Frames};
 
 const MIB: usize = 1 << 20;
 /// Repositories the catalog scenario creates.
@@ -257,7 +257,7 @@ impl Fixture {
                 if len != Some(layer.size) {
                     bail!("blob HEAD: Content-Length {len:?}, wanted {}", layer.size);
                 }
-                read_text(resp).await?;
+                drain(resp).await?;
                 Ok(0)
             }
             Scenario::TagsList => {

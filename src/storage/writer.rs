@@ -2,13 +2,16 @@
 //! file, through the page cache or, in `WriteMode::Direct`, around it.
 //!
 //! The trade, measured with scripts/bench-curl.sh (1 GiB, curl, one
-//! client): buffered writes ran 0.4-1.0 GB/s, because every byte needs a
-//! fresh page-cache page, which is slow to get on these machines; direct
-//! writes ran 1.3-1.4 GB/s, but a blob just pushed is then not in the
-//! page cache and its first pull reads the disk (0.6-0.9 GB/s against
-//! 2.5-3.5 GB/s from cache). Registries mostly serve pulls, often of what
-//! was just pushed, so buffered is the default and direct is an option
-//! (`storage.filesystem.directwrites`).
+//! client) and `registry-bench compare` (8 clients): buffered writes ran
+//! 0.4-1.0 GB/s, because every byte needs a fresh page-cache page, which is
+//! slow to get on these machines (perf: two thirds of the server's time in
+//! the kernel's copy into new page-cache pages); direct writes ran 1.3-1.4
+//! GB/s and took 64 MiB pushes from 0.95x Distribution to 4.2x. The cost is
+//! that a blob just pushed is not in the page cache, so its first pull
+//! reads the disk (0.6-0.9 GB/s here, against 2.5-3.5 GB/s from cache);
+//! later pulls are served from the cache that first read filled. Direct is
+//! the default; `storage.filesystem.directwrites: false` keeps what is
+//! pushed cached for its first pull.
 //!
 //! Direct writes need the file offset, the length and the memory aligned to
 //! the block size, so the pieces that are not (the head up to the first
@@ -26,9 +29,9 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WriteMode {
     /// Through the page cache: what was pushed is cached for its pulls.
-    #[default]
     Buffered,
-    /// O_DIRECT for whole aligned blocks: faster pushes, colder pulls.
+    /// O_DIRECT for whole aligned blocks: faster pushes, colder first pulls.
+    #[default]
     Direct,
 }
 
