@@ -177,11 +177,12 @@ fn upload_survives_restart() {
 }
 
 #[test]
-fn direct_writes_store_exact_bytes() {
+fn buffered_writes_store_exact_bytes() {
+    // Direct writes are the default, which every other test uses.
     let s = Server::start_with(Opts {
         env: vec![(
             "REGISTRY_STORAGE_FILESYSTEM_DIRECTWRITES".into(),
-            "true".into(),
+            "false".into(),
         )],
         ..Opts::default()
     });
@@ -257,4 +258,103 @@ fn names_containing_endpoint_keywords() {
     }
     let names = c.get("/v2/_catalog").json()["repositories"].clone();
     assert_eq!(names.as_array().unwrap().len(), 5, "{names}");
+}
+
+/// Peak resident set of a process, from /proc (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// The memory bound: 64 clients each stream a 64 MiB blob at once (4 GiB
+/// in all). An upload costs O(frame), so the server's peak RSS stays under
+/// 64 x 3 MiB + 32 MiB = 224 MiB; buffering blobs would need 4 GiB.
+#[test]
+fn sixty_four_concurrent_64_mib_uploads_stay_under_224_mib() {
+    use std::io::{Read, Write};
+    const CLIENTS: usize = 64;
+    const SIZE: usize = 64 << 20;
+    const BOUND_MIB: f64 = (CLIENTS * 3 + 32) as f64;
+    let s = Server::start();
+    let c = Client::new(&s);
+    let frame: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let digest = {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        for _ in 0..SIZE / frame.len() {
+            h.update(&frame);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    };
+    let locations: Vec<String> = (0..CLIENTS)
+        .map(|_| with_digest(&start_upload(&c, "mem/big"), &digest))
+        .collect();
+    let before = peak_rss_mib(s.pid());
+    let go = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS + 1));
+    let frame = std::sync::Arc::new(frame);
+    let clients: Vec<_> = locations
+        .into_iter()
+        .map(|loc| {
+            let (addr, go, frame) = (s.addr.clone(), go.clone(), frame.clone());
+            std::thread::spawn(move || {
+                let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+                go.wait();
+                write!(
+                    sock,
+                    "PUT {loc} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                for _ in 0..SIZE / frame.len() {
+                    sock.write_all(&frame).unwrap();
+                }
+                let mut reply = String::new();
+                sock.read_to_string(&mut reply).unwrap();
+                reply
+            })
+        })
+        .collect();
+    // Watch the uploads overlap: the gauge counts requests streaming now.
+    let watcher = {
+        let c = Client::new(&s);
+        std::thread::spawn(move || {
+            let mut most = 0i64;
+            for _ in 0..600 {
+                let text = String::from_utf8(c.get("/metrics").body).unwrap();
+                let now: i64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("registry_uploads_in_progress "))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                most = most.max(now);
+                if most >= CLIENTS as i64 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            most
+        })
+    };
+    go.wait();
+    for t in clients {
+        let reply = t.join().unwrap();
+        assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    }
+    let overlapping = watcher.join().unwrap();
+    let peak = peak_rss_mib(s.pid());
+    println!("peak RSS {peak:.1} MiB (before the uploads {before:.1} MiB), {overlapping} uploads at once");
+    assert!(overlapping >= 48, "only {overlapping} uploads overlapped");
+    assert!(
+        peak < BOUND_MIB,
+        "peak RSS {peak:.1} MiB, over the {BOUND_MIB} MiB bound"
+    );
+    assert_eq!(
+        c.head(&format!("/v2/mem/big/blobs/{digest}"))
+            .header("content-length"),
+        Some(SIZE.to_string().as_str())
+    );
 }
