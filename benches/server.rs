@@ -9,9 +9,6 @@
 #[path = "../bin/registry-bench/content.rs"]
 mod content;
 #[allow(dead_code)]
-#[path = "../bin/registry-bench/http.rs"]
-mod http;
-#[allow(dead_code)]
 #[path = "../bin/registry-bench/scenario.rs"]
 mod scenario;
 
@@ -19,16 +16,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::http::{Method, StatusCode};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http::{Method, StatusCode};
 use registry::config::Config;
 use registry::oci::{RepoName, Tag};
 use registry::server::{self, App};
 use registry::storage::{Index, Layout};
 
 use crate::content::BlobMaker;
-use crate::http::{drain, expect, Conn, Frames, Target};
 use crate::scenario::push_blob;
+use registry::client::{drain, expect, Conn, Frames, Target};
 
 const MIB: usize = 1 << 20;
 const REPOS: usize = 10_000;

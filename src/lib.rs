@@ -6,6 +6,7 @@
 //! read by all of them. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod gc;
 pub mod logging;

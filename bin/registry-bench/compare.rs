@@ -13,9 +13,9 @@ use anyhow::{bail, Context as _};
 use http::{Method, StatusCode};
 use serde::Serialize;
 
-use crate::http::{Conn, Frames, Target};
 use crate::run::{load, prepare, Limits, Stats};
 use crate::scenario::Scenario;
+use registry::client::{Conn, Frames, Target};
 
 pub struct Options {
     pub ours: PathBuf,

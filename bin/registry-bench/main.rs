@@ -4,7 +4,6 @@
 
 mod compare;
 mod content;
-mod http;
 mod run;
 mod scenario;
 
@@ -178,7 +177,11 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
                 (Some(_), None) => bail!("--user needs --password or REGISTRY_BENCH_PASSWORD"),
                 (None, Some(_)) => bail!("a password needs --user"),
             };
-            let target = Arc::new(http::Target::new(&url, credentials, cacert.as_deref())?);
+            let target = Arc::new(registry::client::Target::new(
+                &url,
+                credentials,
+                cacert.as_deref(),
+            )?);
             let limits = load.limits()?;
             let mut all = vec![];
             for s in load.scenarios()? {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::http::{Conn, Target};
 use crate::scenario::{Fixture, Scenario};
+use registry::client::{Conn, Target};
 
 /// How long the measured phase lasts.
 #[derive(Clone, Copy)]

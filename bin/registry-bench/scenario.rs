@@ -10,7 +10,9 @@ use http::{Method, StatusCode};
 use registry::oci::{media, Digest};
 
 use crate::content::{Blob, BlobMaker, Image};
-use crate::http::{drain, expect, header, read_text, verified_bytes, verify_body, Conn, Frames};
+use registry::client::{
+    drain, expect, header, read_text, verified_bytes, verify_body, Conn, Frames,
+};
 
 const MIB: usize = 1 << 20;
 /// Repositories the catalog scenario creates.

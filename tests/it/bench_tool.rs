@@ -51,11 +51,17 @@ fn a_corrupted_pull_counts_as_an_error() {
     // fourth MiB each connection sends back: a fast wrong answer must be
     // reported as a failure, with a non-zero exit.
     let s = Server::start();
-    let proxy = CorruptingProxy::start(&s.addr, 3 << 20);
+    let proxy = proxy::FaultProxy::start(
+        &s.addr,
+        proxy::Faults {
+            flip_downstream_at: Some(3 << 20),
+            ..Default::default()
+        },
+    );
     let out = Command::new(BENCH)
         .args([
             "run",
-            &format!("http://{}", proxy),
+            &format!("http://{}", proxy.addr),
             "-s",
             "pull-1m",
             "-c",
@@ -81,52 +87,6 @@ fn a_corrupted_pull_counts_as_an_error() {
     assert!(sc["errors"].as_u64().unwrap() >= 1, "{sc}");
     let first = sc["first_errors"][0].as_str().unwrap();
     assert!(first.contains("hashes to"), "{first}");
-}
-
-/// A TCP proxy that corrupts one byte per connection, `at` bytes into the
-/// server's answers.
-struct CorruptingProxy;
-
-impl CorruptingProxy {
-    fn start(upstream: &str, at: u64) -> String {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let upstream = upstream.to_string();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (mut c_in, mut s_out) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c_in, &mut s_out);
-                    let _ = s_out.shutdown(std::net::Shutdown::Write);
-                });
-                let (mut s_in, mut c_out) = (server, client);
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 << 10];
-                    let mut seen = 0u64;
-                    loop {
-                        let n = match s_in.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if seen <= at && at < seen + n as u64 {
-                            buf[(at - seen) as usize] ^= 0x55;
-                        }
-                        seen += n as u64;
-                        if c_out.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = c_out.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        addr
-    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod config;
 mod faults;
 mod gc;
 mod manifests;
+mod replicate;
 mod support;
 mod tls;
 mod uploads;

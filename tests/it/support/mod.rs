@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses a different part of this
 
 pub mod pki;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -213,7 +214,7 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
-fn rand_suffix() -> String {
+pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(

@@ -1,10 +1,11 @@
-//! A minimal HTTP/1.1 client for load: one kept-alive connection per
-//! worker, request bodies sent as shared `Bytes` frames (no copies), and
-//! response bodies streamed through a digest check, never buffered whole
-//! unless the caller asks for the text.
+//! The HTTP/1.1 client that registry-bench and registry-replicate speak to
+//! registries with: one kept-alive connection per worker, request bodies
+//! sent as shared `Bytes` frames (no copies) or streamed from a channel,
+//! and response bodies streamed through a digest check, never buffered
+//! whole unless the caller asks for the text.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +18,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use registry::oci::{Algorithm, Digest};
+use tokio::sync::mpsc;
+
+use crate::oci::{Algorithm, Digest};
 
 /// Where the load goes: a registry's base URL and how to log in.
 pub struct Target {
@@ -179,7 +182,7 @@ impl Conn {
         if let Some(auth) = &self.target.authorization {
             req = req.header(http::header::AUTHORIZATION, auth.clone());
         }
-        let len = body.len;
+        let len = body.len();
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -297,44 +300,85 @@ pub fn header<'a>(resp: &'a Response<Incoming>, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A request body made of shared frames, sent without copying.
+/// A request body: shared frames sent without copying, then optionally a
+/// stream of frames from a channel (a blob copied from elsewhere).
 pub struct Frames {
     frames: VecDeque<Bytes>,
+    stream: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    /// Bytes still to send.
     len: u64,
 }
 
 impl Frames {
     pub fn empty() -> Frames {
-        Frames {
-            frames: VecDeque::new(),
-            len: 0,
-        }
+        Frames::new([])
     }
 
     pub fn new(frames: impl IntoIterator<Item = Bytes>) -> Frames {
         let frames: VecDeque<Bytes> = frames.into_iter().filter(|f| !f.is_empty()).collect();
         let len = frames.iter().map(|f| f.len() as u64).sum();
-        Frames { frames, len }
+        Frames {
+            frames,
+            stream: None,
+            len,
+        }
+    }
+
+    /// `len` bytes arriving on `rx`; an error on the channel aborts the
+    /// request, and so does a stream shorter or longer than `len`.
+    pub fn stream(rx: mpsc::Receiver<io::Result<Bytes>>, len: u64) -> Frames {
+        Frames {
+            frames: VecDeque::new(),
+            stream: Some(rx),
+            len,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
 impl Body for Frames {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.frames.pop_front();
-        if let Some(f) = &next {
-            self.len -= f.len() as u64;
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let next = match self.frames.pop_front() {
+            Some(f) => Some(Ok(f)),
+            None => match self.stream.as_mut() {
+                None => None,
+                Some(rx) => match rx.poll_recv(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(item) => item,
+                },
+            },
+        };
+        match next {
+            Some(Ok(f)) => {
+                if f.len() as u64 > self.len {
+                    return Poll::Ready(Some(Err(io::Error::other("body longer than declared"))));
+                }
+                self.len -= f.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(f))))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None if self.len > 0 => {
+                Poll::Ready(Some(Err(io::Error::other("body shorter than declared"))))
+            }
+            None => Poll::Ready(None),
         }
-        Poll::Ready(next.map(|f| Ok(Frame::data(f))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
+        self.len == 0 && self.frames.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {

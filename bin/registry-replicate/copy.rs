@@ -1,0 +1,384 @@
+//! One pass of one rule: for every admitted tag whose digest differs on
+//! the target, copy what it needs in the order that never exposes a
+//! dangling reference: blobs, then child manifests, then the manifest,
+//! then its referrers, and the tag last.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context as _};
+use registry::oci::{Descriptor, Digest, Manifest};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::config::Rule;
+use crate::peer::{Fetched, Peer};
+
+/// What a pass did, for the summary.
+#[derive(Default)]
+pub struct Counters {
+    pub tags_copied: AtomicU64,
+    pub tags_current: AtomicU64,
+    pub tags_deleted: AtomicU64,
+    pub manifests_copied: AtomicU64,
+    pub blobs_copied: AtomicU64,
+    pub blobs_present: AtomicU64,
+    pub blobs_mounted: AtomicU64,
+    pub bytes_copied: AtomicU64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Summary {
+    pub rule: String,
+    pub source: String,
+    pub target: String,
+    pub dry_run: bool,
+    pub tags_copied: u64,
+    pub tags_current: u64,
+    pub tags_deleted: u64,
+    pub manifests_copied: u64,
+    pub blobs_copied: u64,
+    pub blobs_present: u64,
+    pub blobs_mounted: u64,
+    pub bytes_copied: u64,
+    pub seconds: f64,
+    /// What could not be copied, each with the reason.
+    pub failed: Vec<String>,
+    /// In a dry run: the tags that would be copied or deleted.
+    pub planned: Vec<String>,
+}
+
+/// A blob transfer that others may wait on: the same digest never
+/// crosses twice at once.
+type Transfer = Arc<OnceCell<Result<(), String>>>;
+
+pub struct Pass<'a> {
+    rule: &'a Rule,
+    source: &'a Peer,
+    target: &'a Peer,
+    dry_run: bool,
+    stop: &'a AtomicBool,
+    counters: Counters,
+    failed: Mutex<Vec<String>>,
+    planned: Mutex<Vec<String>>,
+    /// Blobs in flight or done in this pass, per target repository.
+    transfers: Mutex<HashMap<(String, Digest), Transfer>>,
+    /// A target repository known to hold each blob, for mounts.
+    holders: Mutex<HashMap<Digest, String>>,
+    /// Manifests already on the target in this pass, per repository.
+    manifests_done: Mutex<HashSet<(String, Digest)>>,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(
+        rule: &'a Rule,
+        source: &'a Peer,
+        target: &'a Peer,
+        dry_run: bool,
+        stop: &'a AtomicBool,
+    ) -> Pass<'a> {
+        Pass {
+            rule,
+            source,
+            target,
+            dry_run,
+            stop,
+            counters: Counters::default(),
+            failed: Mutex::default(),
+            planned: Mutex::default(),
+            transfers: Mutex::default(),
+            holders: Mutex::default(),
+            manifests_done: Mutex::default(),
+        }
+    }
+
+    fn fail(&self, what: String) {
+        tracing::warn!("{what}");
+        self.failed.lock().expect("lock").push(what);
+    }
+
+    /// Run the pass over every admitted repository, `repos_at_once` at a time.
+    pub async fn run(self, repos_at_once: usize) -> Summary {
+        let start = Instant::now();
+        if let Err(e) = self.source.refresh().await {
+            self.fail(format!("source {}: {e:#}", self.source.label()));
+        }
+        let repos = match self.source.repositories().await {
+            Ok(r) => r
+                .into_iter()
+                .filter(|r| self.rule.repositories.admits(r))
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                self.fail(format!(
+                    "listing repositories of {}: {e:#}",
+                    self.source.label()
+                ));
+                vec![]
+            }
+        };
+        let slots = tokio::sync::Semaphore::new(repos_at_once.max(1));
+        let (slots, this) = (&slots, &self);
+        let jobs = repos.iter().map(|repo| async move {
+            let _slot = slots.acquire().await.expect("never closed");
+            if this.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(e) = this.repository(repo).await {
+                this.fail(format!("{repo}: {e:#}"));
+            }
+        });
+        join_all(jobs).await;
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Summary {
+            rule: self.rule.name.clone(),
+            source: self.source.label(),
+            target: self.target.label(),
+            dry_run: self.dry_run,
+            tags_copied: load(&c.tags_copied),
+            tags_current: load(&c.tags_current),
+            tags_deleted: load(&c.tags_deleted),
+            manifests_copied: load(&c.manifests_copied),
+            blobs_copied: load(&c.blobs_copied),
+            blobs_present: load(&c.blobs_present),
+            blobs_mounted: load(&c.blobs_mounted),
+            bytes_copied: load(&c.bytes_copied),
+            seconds: start.elapsed().as_secs_f64(),
+            failed: self.failed.into_inner().expect("lock"),
+            planned: self.planned.into_inner().expect("lock"),
+        }
+    }
+
+    async fn repository(&self, repo: &str) -> anyhow::Result<()> {
+        let dest = format!("{}{repo}", self.rule.prefix);
+        let tags: Vec<String> = self
+            .source
+            .tags(repo)
+            .await?
+            .into_iter()
+            .filter(|t| self.rule.tags.admits(t))
+            .collect();
+        for tag in &tags {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if let Err(e) = self.tag(repo, &dest, tag).await {
+                self.fail(format!("{repo}:{tag}: {e:#}"));
+            }
+        }
+        if self.rule.deletes {
+            let have: HashSet<&String> = tags.iter().collect();
+            let theirs = self.target.tags(&dest).await?;
+            for t in theirs
+                .iter()
+                .filter(|t| self.rule.tags.admits(t) && !have.contains(t))
+            {
+                if self.dry_run {
+                    self.planned
+                        .lock()
+                        .expect("lock")
+                        .push(format!("delete {dest}:{t}"));
+                    continue;
+                }
+                match self.target.delete_manifest(&dest, t).await {
+                    Ok(()) => {
+                        self.counters.tags_deleted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => self.fail(format!("deleting {dest}:{t}: {e:#}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn tag(&self, repo: &str, dest: &str, tag: &str) -> anyhow::Result<()> {
+        let Some(m) = self.source.manifest(repo, tag).await? else {
+            // Deleted while we looked.
+            return Ok(());
+        };
+        if self.target.manifest_digest(dest, tag).await? == Some(m.digest.clone()) {
+            self.counters.tags_current.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.dry_run {
+            self.planned
+                .lock()
+                .expect("lock")
+                .push(format!("copy {repo}:{tag} ({}) to {dest}:{tag}", m.digest));
+            return Ok(());
+        }
+        self.manifest(repo, dest, &m).await?;
+        // The tag last: by now everything it reaches is on the target.
+        self.target
+            .put_manifest(dest, tag, &m)
+            .await
+            .context("tagging")?;
+        self.counters.tags_copied.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Copy a manifest by digest with everything it references, and then
+    /// the manifests that refer to it (signatures, SBOMs).
+    fn manifest<'b>(
+        &'b self,
+        repo: &'b str,
+        dest: &'b str,
+        m: &'b Fetched,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'b>> {
+        Box::pin(async move {
+            let key = (dest.to_string(), m.digest.clone());
+            if self.manifests_done.lock().expect("lock").contains(&key) {
+                return Ok(());
+            }
+            let present = self
+                .target
+                .manifest_digest(dest, &m.digest.to_string())
+                .await?
+                .is_some();
+            if !present {
+                let parsed = Manifest::parse(&m.bytes, Some(&m.media_type))
+                    .map_err(|e| anyhow!("{}: {e}", m.digest))?;
+                for child in &parsed.manifests {
+                    let fetched = self
+                        .source
+                        .manifest(repo, &child.digest.to_string())
+                        .await?
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "the index names {}, which the source does not have",
+                                child.digest
+                            )
+                        })?;
+                    self.manifest(repo, dest, &fetched).await?;
+                }
+                for blob in parsed.required_blobs() {
+                    self.blob(repo, dest, blob).await?;
+                }
+                self.target
+                    .put_manifest(dest, &m.digest.to_string(), m)
+                    .await?;
+                self.counters
+                    .manifests_copied
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            self.manifests_done.lock().expect("lock").insert(key);
+            for r in self.source.referrers(repo, &m.digest).await? {
+                let Some(fetched) = self.source.manifest(repo, &r.digest.to_string()).await? else {
+                    continue;
+                };
+                self.manifest(repo, dest, &fetched).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Make a blob present in the target repository: already there, mounted
+    /// from another repository of the target, or sent.
+    async fn blob(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {
+        let cell = {
+            let mut t = self.transfers.lock().expect("lock");
+            t.entry((dest.to_string(), d.digest.clone()))
+                .or_default()
+                .clone()
+        };
+        let result = cell
+            .get_or_init(|| async {
+                self.transfer(repo, dest, d)
+                    .await
+                    .map_err(|e| format!("blob {}: {e:#}", d.digest))
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Let a later manifest try again rather than inherit the failure.
+                self.transfers
+                    .lock()
+                    .expect("lock")
+                    .remove(&(dest.to_string(), d.digest.clone()));
+                Err(anyhow!("{e}"))
+            }
+        }
+    }
+
+    async fn transfer(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {
+        let c = &self.counters;
+        if self.target.has_blob(dest, &d.digest).await? {
+            c.blobs_present.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let holder = self.holders.lock().expect("lock").get(&d.digest).cloned();
+            let mounted = match holder {
+                Some(from) if from != dest => self.target.mount(dest, &from, &d.digest).await?,
+                _ => false,
+            };
+            if mounted {
+                c.blobs_mounted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                crate::peer::retry(&format!("copying blob {}", d.digest), || async {
+                    let stream = self.source.open_blob(repo, &d.digest, d.size).await?;
+                    self.target.upload(dest, &d.digest, stream).await
+                })
+                .await?;
+                c.blobs_copied.fetch_add(1, Ordering::Relaxed);
+                c.bytes_copied.fetch_add(d.size, Ordering::Relaxed);
+            }
+        }
+        self.holders
+            .lock()
+            .expect("lock")
+            .entry(d.digest.clone())
+            .or_insert_with(|| dest.to_string());
+        Ok(())
+    }
+}
+
+/// Run futures together on this task.
+async fn join_all<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+impl Summary {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "{}: {} -> {}{}\n  tags: {} copied, {} already current, {} deleted\n  manifests copied: {}\n  blobs: {} sent ({:.1} MiB), {} mounted, {} already there\n  time: {:.2} s\n",
+            self.rule,
+            self.source,
+            self.target,
+            if self.dry_run { " (dry run: nothing written)" } else { "" },
+            self.tags_copied,
+            self.tags_current,
+            self.tags_deleted,
+            self.manifests_copied,
+            self.blobs_copied,
+            self.bytes_copied as f64 / (1 << 20) as f64,
+            self.blobs_mounted,
+            self.blobs_present,
+            self.seconds
+        );
+        for p in &self.planned {
+            out.push_str(&format!("  would {p}\n"));
+        }
+        if !self.failed.is_empty() {
+            out.push_str(&format!("  NOT COPIED ({}):\n", self.failed.len()));
+            for f in &self.failed {
+                out.push_str(&format!("    {f}\n"));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,161 @@
+//! `registry-replicate REPLICATION.yml`: keep repositories in sync between
+//! registries. `--once` runs every rule once and exits non-zero if anything
+//! could not be copied; without it, each rule runs again every `interval`
+//! until SIGTERM or SIGINT, which let the blobs in flight finish.
+
+mod config;
+mod copy;
+mod peer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::config::Config;
+use crate::copy::{Pass, Summary};
+use crate::peer::{LocalStore, Peer, Remote};
+
+#[derive(Parser)]
+#[command(
+    name = "registry-replicate",
+    version,
+    about = "Copy repositories between OCI registries and keep them in sync"
+)]
+struct Cli {
+    /// The replication file: peers and rules (see the README).
+    config: PathBuf,
+    /// Run every rule once, then exit (for cron); non-zero if anything failed.
+    #[arg(long)]
+    once: bool,
+    /// Report what would be copied or deleted; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print each rule's summary as one JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Run only the rules with these names (repeatable).
+    #[arg(long = "rule")]
+    rules: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if cli.once || cli.dry_run {
+            "warn"
+        } else {
+            "info"
+        })
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    match try_main(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("registry-replicate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn try_main(cli: Cli) -> anyhow::Result<bool> {
+    let config = Config::load(&cli.config)?;
+    let mut rules = config.rules.clone();
+    if !cli.rules.is_empty() {
+        for name in &cli.rules {
+            if !rules.iter().any(|r| &r.name == name) {
+                anyhow::bail!("--rule {name:?}: no rule has that name");
+            }
+        }
+        rules.retain(|r| cli.rules.contains(&r.name));
+    }
+    let mut peers = BTreeMap::new();
+    for (name, p) in &config.peers {
+        let peer = match (&p.url, &p.path) {
+            (Some(url), _) => {
+                let target =
+                    registry::client::Target::new(url, p.credentials(name)?, p.ca.as_deref())
+                        .with_context(|| format!("peers.{name}"))?;
+                Peer::Remote(Remote::new(target, p.concurrency))
+            }
+            (None, Some(path)) => {
+                Peer::Local(LocalStore::open(path).with_context(|| format!("peers.{name}.path"))?)
+            }
+            (None, None) => unreachable!("checked when loading"),
+        };
+        peers.insert(name.clone(), (Arc::new(peer), p.concurrency));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    runtime.block_on(async {
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                wait_for_signal().await;
+                tracing::info!("stopping: the blobs in flight finish, nothing new starts");
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+        if cli.once || cli.dry_run {
+            let mut all_ok = true;
+            for rule in &rules {
+                let (source, concurrency) = &peers[&rule.source];
+                let (target, _) = &peers[&rule.target];
+                let summary = Pass::new(rule, source, target, cli.dry_run, &stop)
+                    .run(*concurrency)
+                    .await;
+                all_ok &= summary.ok();
+                print_summary(&summary, cli.json);
+            }
+            return Ok(all_ok);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for rule in rules {
+            let (source, concurrency) = peers[&rule.source].clone();
+            let target = peers[&rule.target].0.clone();
+            let stop = stop.clone();
+            let json = cli.json;
+            tasks.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let summary = Pass::new(&rule, &source, &target, false, &stop)
+                        .run(concurrency)
+                        .await;
+                    print_summary(&summary, json);
+                    let until = tokio::time::Instant::now() + rule.interval;
+                    while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < until {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(true)
+    })
+}
+
+fn print_summary(s: &Summary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).expect("summary is JSON"));
+    } else {
+        print!("{}", s.to_text());
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

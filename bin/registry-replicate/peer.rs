@@ -1,0 +1,802 @@
+//! A peer: a registry spoken to over HTTP, or a store on this machine read
+//! through the storage library. Both answer the same questions: which
+//! repositories and tags exist, what a manifest is, and a blob's bytes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use registry::client::{header, read_text, Conn, Frames, Target};
+use registry::oci::{media, Descriptor, Digest, Manifest, Reference, RepoName};
+use registry::storage::{StorageError, Store, StoreOptions};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// Every manifest type a copy may meet, for `Accept`.
+const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+/// Frames a local blob is read in.
+const READ_CHUNK: usize = 1 << 20;
+/// Attempts of one request before it counts as failed.
+const ATTEMPTS: u32 = 5;
+
+/// A manifest as fetched: its exact bytes, so the copy has the same digest.
+#[derive(Clone)]
+pub struct Fetched {
+    pub bytes: Bytes,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+/// A blob's bytes on their way: its size and a channel of frames.
+pub struct BlobStream {
+    pub size: u64,
+    pub frames: mpsc::Receiver<std::io::Result<Bytes>>,
+}
+
+pub enum Peer {
+    Remote(Remote),
+    Local(LocalStore),
+}
+
+/// A failed request with the status the registry answered, so that the
+/// retry loop can tell a busy registry from a refusal.
+#[derive(Debug)]
+pub struct StatusError {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// Whether an error may go away if the request is tried again, and how
+/// long the registry asked us to wait.
+fn transient(e: &anyhow::Error) -> Option<Option<Duration>> {
+    match e.downcast_ref::<StatusError>() {
+        Some(s) if s.status == StatusCode::TOO_MANY_REQUESTS || s.status.is_server_error() => {
+            Some(s.retry_after)
+        }
+        Some(_) => None,
+        // No answer at all: a reset, a refused connection, a timeout.
+        None => Some(None),
+    }
+}
+
+/// Run `f` until it succeeds, fails for good, or has been tried ATTEMPTS
+/// times; between tries wait as the registry asked (Retry-After) or back
+/// off exponentially with jitter.
+pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let Some(asked) = transient(&e) else {
+                    return Err(e.context(what.to_string()));
+                };
+                if attempt >= ATTEMPTS {
+                    return Err(e.context(format!("{what} (gave up after {attempt} attempts)")));
+                }
+                let backoff = Duration::from_millis(200 << attempt.min(6));
+                let jitter = Duration::from_millis(
+                    rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2),
+                );
+                let wait = asked
+                    .unwrap_or(backoff + jitter)
+                    .min(Duration::from_secs(60));
+                tracing::debug!(what, attempt, ?wait, error = %format!("{e:#}"), "retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// A `StatusError` for an answer the caller did not expect.
+fn unexpected(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    anyhow!(StatusError {
+        status,
+        retry_after: None,
+        message: String::from_utf8_lossy(body).chars().take(300).collect(),
+    })
+}
+
+/// Turn an unexpected answer into a `StatusError` with the registry's words.
+async fn refuse(resp: Response<Incoming>) -> anyhow::Error {
+    let status = resp.status();
+    let retry_after = header(&resp, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = read_text(resp).await.unwrap_or_default();
+    anyhow!(StatusError {
+        status,
+        retry_after,
+        message: text.chars().take(300).collect()
+    })
+}
+
+/// A registry over HTTP, with a pool of kept-alive connections and a
+/// limit on requests in flight.
+pub struct Remote {
+    target: Arc<Target>,
+    pool: Mutex<Vec<Conn>>,
+    slots: Arc<Semaphore>,
+}
+
+/// A connection taken from the pool; it goes back when dropped, if the
+/// last answer was read to its end.
+struct Pooled<'a> {
+    remote: &'a Remote,
+    conn: Option<Conn>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.remote.pool.lock().expect("pool lock").push(c);
+        }
+    }
+}
+
+/// A pooled connection is used as the connection itself (whose `send`
+/// already drops a broken connection).
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("held until dropped")
+    }
+}
+
+impl Pooled<'_> {
+    /// Keep the connection out of the pool (its answer was not read whole).
+    fn discard(&mut self) {
+        self.conn = None;
+    }
+}
+
+impl Remote {
+    pub fn new(target: Target, concurrency: usize) -> Remote {
+        Remote {
+            target: Arc::new(target),
+            pool: Mutex::new(vec![]),
+            slots: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.target.url()
+    }
+
+    async fn conn(&self) -> Pooled<'_> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let conn = self
+            .pool
+            .lock()
+            .expect("pool lock")
+            .pop()
+            .unwrap_or_else(|| Conn::new(self.target.clone()));
+        Pooled {
+            remote: self,
+            conn: Some(conn),
+            _slot: slot,
+        }
+    }
+
+    /// A request whose whole answer is small: status and text.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Frames,
+    ) -> anyhow::Result<(StatusCode, http::HeaderMap, Bytes)> {
+        let mut c = self.conn().await;
+        let resp = c.send(method, path, headers, body).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = match resp.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                c.discard();
+                return Err(anyhow!("reading the answer: {e}"));
+            }
+        };
+        Ok((status, headers, body))
+    }
+
+    /// GET or HEAD something that may be missing: its headers and body,
+    /// or None on 404 (and on `also_missing`), retried while transient.
+    async fn lookup(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        also_missing: &[StatusCode],
+    ) -> anyhow::Result<Option<(http::HeaderMap, Bytes)>> {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        retry(&format!("{method} {path}"), || async {
+            let (status, h, body) = self
+                .exchange(method.clone(), path, &headers, Frames::empty())
+                .await?;
+            match status {
+                StatusCode::OK => Ok(Some((h, body))),
+                s if s == StatusCode::NOT_FOUND || also_missing.contains(&s) => Ok(None),
+                _ => Err(unexpected(status, &body)),
+            }
+        })
+        .await
+    }
+
+    async fn get_list(&self, first: String, key: &str) -> anyhow::Result<Option<Vec<String>>> {
+        let mut out = vec![];
+        let mut next = Some(first);
+        while let Some(path) = next.take() {
+            let (status, headers, body) = retry(&format!("GET {path}"), || async {
+                let (status, headers, body) = self
+                    .exchange(Method::GET, &path, &[], Frames::empty())
+                    .await?;
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(unexpected(status, &body));
+                }
+                Ok((status, headers, body))
+            })
+            .await?;
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if status != StatusCode::OK {
+                bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+            let v: serde_json::Value =
+                serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))?;
+            out.extend(
+                v[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_string)),
+            );
+            // Link: </v2/_catalog?last=x&n=1000>; rel="next"
+            next = headers
+                .get("link")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.split(';').next())
+                .map(|l| {
+                    l.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string()
+                })
+                .filter(|l| !l.is_empty());
+        }
+        Ok(Some(out))
+    }
+
+    async fn repositories(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .get_list("/v2/_catalog?n=1000".into(), "repositories")
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .get_list(format!("/v2/{repo}/tags/list?n=1000"), "tags")
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn manifest_digest(&self, repo: &str, reference: &str) -> anyhow::Result<Option<Digest>> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let Some((headers, _)) = self
+            .lookup(Method::HEAD, &path, Some(ACCEPT_MANIFESTS), &[])
+            .await?
+        else {
+            return Ok(None);
+        };
+        match headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(d) => Ok(Some(d.parse().map_err(|e| {
+                anyhow!("HEAD {path}: bad Docker-Content-Digest: {e}")
+            })?)),
+            // Some registries leave it out: read the manifest and hash it.
+            None => Ok(self.manifest(repo, reference).await?.map(|m| m.digest)),
+        }
+    }
+
+    async fn manifest(&self, repo: &str, reference: &str) -> anyhow::Result<Option<Fetched>> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let Some((headers, body)) = self
+            .lookup(Method::GET, &path, Some(ACCEPT_MANIFESTS), &[])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let digest = Digest::sha256(&body);
+        if let Ok(Reference::Digest(want)) = reference.parse::<Reference>() {
+            if want != digest {
+                bail!("GET {path}: the manifest hashes to {digest}");
+            }
+        }
+        let media_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+            .filter(|v| v.starts_with("application/vnd."))
+            .unwrap_or_else(|| kind_of(&body));
+        Ok(Some(Fetched {
+            bytes: body,
+            media_type,
+            digest,
+        }))
+    }
+
+    async fn put_manifest(&self, repo: &str, reference: &str, m: &Fetched) -> anyhow::Result<()> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        retry(&format!("PUT {path}"), || async {
+            let mut c = self.conn().await;
+            let resp = c
+                .send(
+                    Method::PUT,
+                    &path,
+                    &[("content-type", m.media_type.as_str())],
+                    Frames::new([m.bytes.clone()]),
+                )
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(refuse(resp).await);
+            }
+            let got = header(&resp, "docker-content-digest").map(str::to_string);
+            read_text(resp).await?;
+            if let Some(got) = got {
+                if got != m.digest.to_string() {
+                    bail!("the target stored it as {got}, not {}", m.digest);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<()> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        retry(&format!("DELETE {path}"), || async {
+            let (status, _, body) = self
+                .exchange(Method::DELETE, &path, &[], Frames::empty())
+                .await?;
+            match status {
+                StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+                _ => Err(unexpected(status, &body)),
+            }
+        })
+        .await
+    }
+
+    async fn has_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        Ok(self.lookup(Method::HEAD, &path, None, &[]).await?.is_some())
+    }
+
+    /// Link a blob from `from` on the same registry; false if it would not.
+    async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> anyhow::Result<bool> {
+        let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
+        retry(&format!("POST {path}"), || async {
+            let (status, headers, body) = self
+                .exchange(Method::POST, &path, &[], Frames::empty())
+                .await?;
+            match status {
+                StatusCode::CREATED => Ok(true),
+                StatusCode::ACCEPTED => {
+                    // An upload was opened instead: close it.
+                    if let Some(loc) = headers.get("location").and_then(|v| v.to_str().ok()) {
+                        let _ = self
+                            .exchange(Method::DELETE, loc, &[], Frames::empty())
+                            .await;
+                    }
+                    Ok(false)
+                }
+                _ => Err(unexpected(status, &body)),
+            }
+        })
+        .await
+    }
+
+    /// Stream a blob out of this registry, checking its digest as it goes.
+    async fn open_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> anyhow::Result<BlobStream> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let mut c = self.conn().await;
+        let resp = c.send(Method::GET, &path, &[], Frames::empty()).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(refuse(resp).await);
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = resp.into_body();
+        let digest = digest.clone();
+        // The connection stays with this task until the body is read.
+        let mut conn = c.conn.take();
+        tokio::spawn(async move {
+            let mut hasher = digest.algorithm().hasher();
+            let mut n = 0u64;
+            while let Some(frame) = body.frame().await {
+                let data = match frame {
+                    Ok(f) => match f.into_data() {
+                        Ok(d) => d,
+                        Err(_) => continue,
+                    },
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(std::io::Error::other(format!(
+                                "source cut the blob short: {e}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                hasher.update(&data);
+                n += data.len() as u64;
+                if tx.send(Ok(data)).await.is_err() {
+                    return;
+                }
+            }
+            let got = hasher.finish();
+            if got != digest || n != size {
+                let _ = tx
+                    .send(Err(std::io::Error::other(format!(
+                        "source sent {n} bytes hashing to {got}"
+                    ))))
+                    .await;
+            }
+            drop(conn.take());
+        });
+        Ok(BlobStream { size, frames: rx })
+    }
+
+    /// POST, then PUT with the blob's bytes from `blob`.
+    async fn upload(&self, repo: &str, digest: &Digest, blob: BlobStream) -> anyhow::Result<()> {
+        let (status, headers, body) = self
+            .exchange(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                Frames::empty(),
+            )
+            .await?;
+        if status != StatusCode::ACCEPTED {
+            return Err(unexpected(status, &body));
+        }
+        let location = headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .context("upload POST: no Location")?;
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = format!("{location}{sep}digest={digest}");
+        let mut c = self.conn().await;
+        let resp = match c
+            .send(
+                Method::PUT,
+                &put,
+                &[("content-type", "application/octet-stream")],
+                Frames::stream(blob.frames, blob.size),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                c.discard();
+                return Err(e);
+            }
+        };
+        if resp.status() != StatusCode::CREATED {
+            return Err(refuse(resp).await);
+        }
+        read_text(resp).await?;
+        Ok(())
+    }
+
+    async fn referrers(&self, repo: &str, digest: &Digest) -> anyhow::Result<Vec<Descriptor>> {
+        let path = format!("/v2/{repo}/referrers/{digest}");
+        // A registry without the referrers API (Distribution 2.8) has none.
+        let Some((_, body)) = self
+            .lookup(Method::GET, &path, None, &[StatusCode::METHOD_NOT_ALLOWED])
+            .await?
+        else {
+            return Ok(vec![]);
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).context("referrers: not JSON")?;
+        Ok(serde_json::from_value(v["manifests"].clone()).unwrap_or_default())
+    }
+}
+
+/// The media type a manifest names, or the one its shape implies.
+fn kind_of(bytes: &[u8]) -> String {
+    Manifest::parse(bytes, None)
+        .map(|m| m.kind.media_type())
+        .unwrap_or(media::OCI_MANIFEST)
+        .to_string()
+}
+
+/// A registry store on this machine, opened read-only for each pass.
+pub struct LocalStore {
+    root: std::path::PathBuf,
+    store: Mutex<Arc<Store>>,
+}
+
+impl LocalStore {
+    pub fn open(root: &std::path::Path) -> anyhow::Result<LocalStore> {
+        let store = open_store(root)?;
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+            store: Mutex::new(store),
+        })
+    }
+
+    /// See the store as it is now (tags and repositories are indexed once
+    /// per open).
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let root = self.root.clone();
+        let store = tokio::task::spawn_blocking(move || open_store(&root)).await??;
+        *self.store.lock().expect("store lock") = store;
+        Ok(())
+    }
+
+    fn store(&self) -> Arc<Store> {
+        self.store.lock().expect("store lock").clone()
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+}
+
+fn open_store(root: &std::path::Path) -> anyhow::Result<Arc<Store>> {
+    if !root.join("docker/registry/v2").is_dir() {
+        bail!(
+            "{} holds no registry store (no docker/registry/v2)",
+            root.display()
+        );
+    }
+    Store::open(
+        root,
+        StoreOptions {
+            readonly: true,
+            ..StoreOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open the store at {}", root.display()))
+}
+
+fn repo_name(repo: &str) -> anyhow::Result<RepoName> {
+    repo.parse().map_err(|e| anyhow!("{repo:?}: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("blocking task failed: {e}"))?
+}
+
+impl Peer {
+    pub fn label(&self) -> String {
+        match self {
+            Peer::Remote(r) => r.url(),
+            Peer::Local(l) => l.root().display().to_string(),
+        }
+    }
+
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        match self {
+            Peer::Remote(_) => Ok(()),
+            Peer::Local(l) => l.refresh().await,
+        }
+    }
+
+    pub async fn repositories(&self) -> anyhow::Result<Vec<String>> {
+        match self {
+            Peer::Remote(r) => r.repositories().await,
+            Peer::Local(l) => {
+                let store = l.store();
+                Ok(store
+                    .index()
+                    .catalog(usize::MAX, None, |_| true)
+                    .items
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect())
+            }
+        }
+    }
+
+    pub async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
+        match self {
+            Peer::Remote(r) => r.tags(repo).await,
+            Peer::Local(l) => {
+                let store = l.store();
+                let name = repo_name(repo)?;
+                Ok(store
+                    .index()
+                    .tags(&name, usize::MAX, None)
+                    .map(|p| p.items.iter().map(|t| t.to_string()).collect())
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> anyhow::Result<Option<Digest>> {
+        match self {
+            Peer::Remote(r) => r.manifest_digest(repo, reference).await,
+            Peer::Local(_) => Ok(self.manifest(repo, reference).await?.map(|m| m.digest)),
+        }
+    }
+
+    pub async fn manifest(&self, repo: &str, reference: &str) -> anyhow::Result<Option<Fetched>> {
+        match self {
+            Peer::Remote(r) => r.manifest(repo, reference).await,
+            Peer::Local(l) => {
+                let store = l.store();
+                let (name, reference) = (
+                    repo_name(repo)?,
+                    reference
+                        .parse::<Reference>()
+                        .map_err(|e| anyhow!("{reference:?}: {e}"))?,
+                );
+                blocking(move || match store.get_manifest(&name, &reference) {
+                    Ok(m) => Ok(Some(Fetched {
+                        bytes: Bytes::from(m.bytes),
+                        media_type: m.media_type.to_string(),
+                        digest: m.digest,
+                    })),
+                    Err(StorageError::ManifestUnknown(_) | StorageError::NameUnknown) => Ok(None),
+                    Err(e) => Err(e.into()),
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        m: &Fetched,
+    ) -> anyhow::Result<()> {
+        match self {
+            Peer::Remote(r) => r.put_manifest(repo, reference, m).await,
+            Peer::Local(_) => bail!("a store on disk is read only here"),
+        }
+    }
+
+    pub async fn delete_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<()> {
+        match self {
+            Peer::Remote(r) => r.delete_manifest(repo, reference).await,
+            Peer::Local(_) => bail!("a store on disk is read only here"),
+        }
+    }
+
+    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
+        match self {
+            Peer::Remote(r) => r.has_blob(repo, digest).await,
+            Peer::Local(_) => bail!("a store on disk is a source only"),
+        }
+    }
+
+    pub async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> anyhow::Result<bool> {
+        match self {
+            Peer::Remote(r) => r.mount(repo, from, digest).await,
+            Peer::Local(_) => bail!("a store on disk is a source only"),
+        }
+    }
+
+    pub async fn upload(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        blob: BlobStream,
+    ) -> anyhow::Result<()> {
+        match self {
+            Peer::Remote(r) => r.upload(repo, digest, blob).await,
+            Peer::Local(_) => bail!("a store on disk is a source only"),
+        }
+    }
+
+    pub async fn open_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> anyhow::Result<BlobStream> {
+        match self {
+            Peer::Remote(r) => r.open_blob(repo, digest, size).await,
+            Peer::Local(l) => {
+                let store = l.store();
+                let (name, d) = (repo_name(repo)?, digest.clone());
+                let (file, len) = blocking(move || Ok(store.open_blob(&name, &d)?)).await?;
+                if len != size {
+                    bail!("{digest}: {len} bytes on disk, the manifest says {size}");
+                }
+                let (tx, rx) = mpsc::channel(4);
+                let digest = digest.clone();
+                tokio::task::spawn_blocking(move || read_into(file, digest, tx));
+                Ok(BlobStream { size, frames: rx })
+            }
+        }
+    }
+
+    pub async fn referrers(&self, repo: &str, digest: &Digest) -> anyhow::Result<Vec<Descriptor>> {
+        match self {
+            Peer::Remote(r) => r.referrers(repo, digest).await,
+            Peer::Local(l) => {
+                let store = l.store();
+                let (name, d) = (repo_name(repo)?, digest.clone());
+                blocking(move || Ok(store.referrers(&name, &d, None)?)).await
+            }
+        }
+    }
+}
+
+/// Read a local blob into the channel in 1 MiB frames, hashing as it goes.
+fn read_into(mut file: std::fs::File, digest: Digest, tx: mpsc::Sender<std::io::Result<Bytes>>) {
+    use std::io::Read;
+    let mut hasher = digest.algorithm().hasher();
+    loop {
+        let mut buf = vec![0u8; READ_CHUNK];
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                hasher.update(&buf);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    }
+    let got = hasher.finish();
+    if got != digest {
+        let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+            "the file on disk hashes to {got}"
+        ))));
+    }
+}

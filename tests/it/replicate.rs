@@ -1,0 +1,414 @@
+//! registry-replicate between real registries on 127.0.0.1: ours, and
+//! CNCF Distribution (Debian's docker-registry), in both directions.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use crate::support::*;
+
+const REPLICATE: &str = env!("CARGO_BIN_EXE_registry-replicate");
+
+/// Run `registry-replicate FILE --once --json ARGS`: exit code, one summary
+/// per rule, and stderr.
+fn replicate(dir: &Path, yaml: &str, args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+    let file = dir.join(format!("replication-{}.yml", rand_suffix()));
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(REPLICATE)
+        .arg(&file)
+        .args(["--once", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let summaries = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        summaries,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn peers(a: &str, b: &str) -> String {
+    format!("peers:\n  a:\n    url: http://{a}\n  b:\n    url: http://{b}\n")
+}
+
+/// An image pushed by digest only (an index's child); bytes and digest.
+fn push_child(c: &Client, repo: &str, seed: &str) -> (Vec<u8>, String) {
+    let config = format!(r#"{{"architecture":"{seed}","os":"linux"}}"#);
+    let layer = format!("layer of {seed} ").repeat(500);
+    let cd = c.push_blob(repo, config.as_bytes());
+    let ld = c.push_blob(repo, layer.as_bytes());
+    let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+    let d = sha256(m.as_bytes());
+    c.put_manifest(repo, &d, OCI_MANIFEST, m.as_bytes())
+        .expect(201, None);
+    (m.into_bytes(), d)
+}
+
+/// A multi-arch index of two images, tagged `tag`; the index digest.
+fn push_index(c: &Client, repo: &str, tag: &str) -> String {
+    let (m1, d1) = push_child(c, repo, "amd64");
+    let (m2, d2) = push_child(c, repo, "arm64");
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d1}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{d2}","size":{},"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
+        m1.len(),
+        m2.len()
+    );
+    c.put_manifest(repo, tag, OCI_INDEX, index.as_bytes())
+        .expect(201, None);
+    sha256(index.as_bytes())
+}
+
+/// A signature-like artifact whose subject is `subject`; its digest.
+fn push_referrer(c: &Client, repo: &str, subject: &str, subject_size: usize) -> String {
+    let empty = c.push_blob(repo, b"{}");
+    let sig = c.push_blob(repo, b"a signature");
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/vnd.example.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/octet-stream","digest":"{sig}","size":11}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{subject_size}}}}}"#
+    );
+    let d = sha256(m.as_bytes());
+    c.put_manifest(repo, &d, OCI_MANIFEST, m.as_bytes())
+        .expect(201, None);
+    d
+}
+
+fn digest_of(c: &Client, repo: &str, reference: &str) -> Option<String> {
+    let r = c.call(
+        "GET",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[(
+            "accept",
+            &format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
+        )],
+        None,
+    );
+    (r.status == 200).then(|| sha256(&r.body))
+}
+
+/// Every blob an image or index needs, compared byte for byte.
+fn assert_same_content(from: &Client, to: &Client, repo: &str, to_repo: &str, reference: &str) {
+    let accept = format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}");
+    let a = from.call(
+        "GET",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("accept", &accept)],
+        None,
+    );
+    let b = to.call(
+        "GET",
+        &format!("/v2/{to_repo}/manifests/{reference}"),
+        &[("accept", &accept)],
+        None,
+    );
+    assert_eq!((a.status, b.status), (200, 200), "{repo}:{reference}");
+    assert_eq!(a.body, b.body, "{repo}:{reference} manifests differ");
+    let m: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    for child in m["manifests"].as_array().into_iter().flatten() {
+        assert_same_content(from, to, repo, to_repo, child["digest"].as_str().unwrap());
+    }
+    let mut blobs = vec![m["config"].clone()];
+    blobs.extend(m["layers"].as_array().into_iter().flatten().cloned());
+    for d in blobs.iter().filter_map(|b| b["digest"].as_str()) {
+        let x = from.get(&format!("/v2/{repo}/blobs/{d}"));
+        let y = to.get(&format!("/v2/{to_repo}/blobs/{d}"));
+        assert_eq!((x.status, y.status), (200, 200), "blob {d}");
+        assert!(x.body == y.body, "blob {d} differs");
+        assert_eq!(sha256(&y.body), d);
+    }
+}
+
+fn n(summary: &serde_json::Value, key: &str) -> u64 {
+    summary[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {summary}"))
+}
+
+#[test]
+fn copies_images_indexes_and_referrers_then_only_what_changed() {
+    let (a, b) = (Server::start(), Server::start());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    let (web, web_digest) = ca.push_image("apps/web", "v1", "web-1");
+    ca.push_image("apps/web", "v2", "web-2");
+    let multi = push_index(&ca, "apps/multi", "latest");
+    let sig = push_referrer(&ca, "apps/web", &web_digest, web.len());
+    ca.push_image("scratch/tmp", "x", "not wanted");
+    ca.push_image("apps/web", "v1-dev", "dev build");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}rules:\n  - name: apps\n    source: a\n    target: b\n    repositories:\n      include: [\"apps/*\"]\n    tags:\n      exclude: [\"*-dev\"]\n",
+        peers(&a.addr, &b.addr)
+    );
+
+    // A dry run writes nothing and says what it would do.
+    let (code, s, err) = replicate(dir.path(), &yaml, &["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s[0]["planned"].as_array().unwrap().len(), 3, "{}", s[0]);
+    assert_eq!(digest_of(&cb, "apps/web", "v1"), None);
+
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    let s = &s[0];
+    assert_eq!((n(s, "tags_copied"), n(s, "tags_current")), (3, 0), "{s}");
+    assert!(n(s, "blobs_copied") >= 6, "{s}");
+    for (repo, tag) in [
+        ("apps/web", "v1"),
+        ("apps/web", "v2"),
+        ("apps/multi", "latest"),
+    ] {
+        assert_same_content(&ca, &cb, repo, repo, tag);
+    }
+    assert_eq!(digest_of(&cb, "apps/multi", "latest"), Some(multi));
+    // The signature came along with the image it signs.
+    let refs = cb
+        .get(&format!("/v2/apps/web/referrers/{web_digest}"))
+        .json();
+    assert_eq!(
+        refs["manifests"][0]["digest"].as_str(),
+        Some(sig.as_str()),
+        "{refs}"
+    );
+    // Excluded repositories and tags stayed behind.
+    let catalog = cb.get("/v2/_catalog").json();
+    assert!(!catalog.to_string().contains("scratch"), "{catalog}");
+    assert_eq!(digest_of(&cb, "apps/web", "v1-dev"), None);
+
+    // Nothing new: nothing is sent.
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    let s = &s[0];
+    assert_eq!(
+        (
+            n(s, "tags_copied"),
+            n(s, "tags_current"),
+            n(s, "blobs_copied"),
+            n(s, "bytes_copied")
+        ),
+        (0, 3, 0, 0),
+        "{s}"
+    );
+
+    // A tag moved: only it is copied, and only its new blobs.
+    let (_, moved) = ca.push_image("apps/web", "v2", "web-2-rebuilt");
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (n(&s[0], "tags_copied"), n(&s[0], "tags_current")),
+        (1, 2),
+        "{}",
+        s[0]
+    );
+    assert_eq!(n(&s[0], "blobs_copied"), 2, "{}", s[0]);
+    assert_eq!(digest_of(&cb, "apps/web", "v2"), Some(moved));
+}
+
+#[test]
+fn deletes_propagate_only_when_the_rule_says_so() {
+    let (a, b) = (Server::start(), Server::start());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    ca.push_image("r", "keep", "keep");
+    ca.push_image("r", "gone", "gone");
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |deletes: bool| {
+        format!(
+            "{}rules:\n  - source: a\n    target: b\n    deletes: {deletes}\n",
+            peers(&a.addr, &b.addr)
+        )
+    };
+    assert_eq!(replicate(dir.path(), &rule(false), &[]).0, 0);
+    ca.call("DELETE", "/v2/r/manifests/gone", &[], None)
+        .expect(202, None);
+    let (code, s, err) = replicate(dir.path(), &rule(false), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n(&s[0], "tags_deleted"), 0);
+    assert!(digest_of(&cb, "r", "gone").is_some());
+    let (code, s, err) = replicate(dir.path(), &rule(true), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n(&s[0], "tags_deleted"), 1, "{}", s[0]);
+    assert_eq!(digest_of(&cb, "r", "gone"), None);
+    assert!(digest_of(&cb, "r", "keep").is_some());
+}
+
+#[test]
+fn a_store_on_disk_is_a_source_and_a_prefix_renames() {
+    let (a, b) = (Server::start(), Server::start());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    ca.push_image("team/app", "1.0", "from disk");
+    let idx = push_index(&ca, "team/multi", "2.0");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "peers:\n  disk:\n    path: {}\n  b:\n    url: http://{}\nrules:\n  - source: disk\n    target: b\n    prefix: mirror/\n",
+        a.root.display(),
+        b.addr
+    );
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n(&s[0], "tags_copied"), 2, "{}", s[0]);
+    assert_same_content(&ca, &cb, "team/app", "mirror/team/app", "1.0");
+    assert_eq!(digest_of(&cb, "mirror/team/multi", "2.0"), Some(idx));
+}
+
+/// Debian's docker-registry (CNCF Distribution 2.8) on 127.0.0.1.
+struct Distribution {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    fn start() -> Distribution {
+        let bin = "/usr/bin/docker-registry";
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: scripts/setup.sh installs Debian's docker-registry"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Distribution {
+                    child,
+                    addr,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("docker-registry did not start");
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn to_and_from_distribution() {
+    let ours = Server::start();
+    let dist = Distribution::start();
+    let other = Server::start();
+    let (co, cd, cx) = (
+        Client::new(&ours),
+        Client::for_addr(&dist.addr),
+        Client::new(&other),
+    );
+    co.push_image("lib/app", "1", "for distribution");
+    let idx = push_index(&co, "lib/multi", "all");
+    let dir = tempfile::tempdir().unwrap();
+    // Three registries: ours -> Distribution -> another of ours.
+    let yaml = format!(
+        "peers:\n  ours:\n    url: http://{}\n  dist:\n    url: http://{}\n  other:\n    url: http://{}\nrules:\n  - name: there\n    source: ours\n    target: dist\n  - name: back\n    source: dist\n    target: other\n",
+        ours.addr, dist.addr, other.addr
+    );
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}\n{s:?}");
+    assert_eq!(n(&s[0], "tags_copied"), 2, "{}", s[0]);
+    assert_eq!(n(&s[1], "tags_copied"), 2, "{}", s[1]);
+    assert_same_content(&co, &cd, "lib/app", "lib/app", "1");
+    assert_same_content(&cd, &cx, "lib/app", "lib/app", "1");
+    assert_eq!(digest_of(&cx, "lib/multi", "all"), Some(idx));
+    // Again: Distribution already has it all.
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((n(&s[0], "blobs_copied"), n(&s[1], "blobs_copied")), (0, 0));
+}
+
+#[test]
+fn busy_answers_and_a_cut_mid_blob_are_retried() {
+    use std::sync::atomic::Ordering;
+    let (a, b) = (Server::start(), Server::start());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    let big: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let bd = ca.push_blob("big/app", &big);
+    let cfg = ca.push_blob("big/app", br#"{"architecture":"amd64","os":"linux"}"#);
+    let m = image_manifest(&cfg, 37, &[(&bd, big.len())], None);
+    ca.put_manifest("big/app", "v1", OCI_MANIFEST, m.as_bytes())
+        .expect(201, None);
+    let proxy = proxy::FaultProxy::start(
+        &b.addr,
+        proxy::Faults {
+            busy: 3,
+            cut_upstream_after: Some(8 << 20),
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}rules:\n  - source: a\n    target: b\n",
+        peers(&a.addr, &proxy.addr)
+    );
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}\n{s:?}");
+    assert_eq!(proxy.busy_served.load(Ordering::SeqCst), 3);
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1);
+    assert_eq!(n(&s[0], "tags_copied"), 1, "{}", s[0]);
+    assert_same_content(&ca, &cb, "big/app", "big/app", "v1");
+    let (code, s, _) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!((code, n(&s[0], "blobs_copied")), (0, 0));
+}
+
+#[test]
+fn an_unreachable_target_fails_the_run_and_names_what_is_missing() {
+    let a = Server::start();
+    Client::new(&a).push_image("r", "t", "stranded");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}rules:\n  - source: a\n    target: b\n",
+        peers(&a.addr, &dead)
+    );
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 1, "{err}");
+    let failed = s[0]["failed"].to_string();
+    assert!(failed.contains("r:t"), "{failed}");
+    assert_eq!(n(&s[0], "tags_copied"), 0);
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = replicate(
+        dir.path(),
+        "peers:\n  a:\n    url: http://127.0.0.1:1\nrules:\n  - source: a\n    target: nowhere\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("rules[0].target: no peer named \"nowhere\""),
+        "{err}"
+    );
+}
