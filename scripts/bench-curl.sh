@@ -14,42 +14,12 @@ OURS=${1:?usage: $0 OUR_BIN [SIZE_MIB] [ROUNDS]}
 SIZE_MIB=${2:-1024}
 ROUNDS=${3:-2}
 DIST=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
-DIR=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bench-curl.XXXXXX")
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$DIR"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+bench_workdir bench-curl
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { local p; for p in $(seq "$1" $(($1 + 99))); do port_free "$p" && { echo "$p"; return; }; done; return 1; }
-
-start() { # NAME BIN PORT
-	mkdir -p "$DIR/$1"
-	cat >"$DIR/$1/config.yml" <<CFG
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $DIR/$1/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$3
-CFG
-	"$2" serve "$DIR/$1/config.yml" >"$DIR/$1/log" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$3/v2/" && return; sleep 0.1; done
-	echo "$1 did not start" >&2; cat "$DIR/$1/log" >&2; exit 1
-}
-
-P_OURS=$(free_port 5200); start ours "$OURS" "$P_OURS"
-P_DIST=$(free_port 5300); start distribution "$DIST" "$P_DIST"
+P_OURS=$(free_port 5200); start_server ours "$OURS" "$P_OURS"
+P_DIST=$(free_port 5300); start_server distribution "$DIST" "$P_DIST"
 
 BLOB="$DIR/blob"
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$BLOB"

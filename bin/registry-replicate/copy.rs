@@ -14,7 +14,12 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::config::Rule;
-use crate::peer::{Fetched, Peer};
+use crate::peer::{backoff, retry, transient, Fetched, Peer, ATTEMPTS};
+
+/// Blobs larger than this are sent in chunks that can resume after a cut.
+const CHUNKED_ABOVE: u64 = 16 << 20;
+/// Size of those chunks (each PATCH holds one in memory).
+const CHUNK: u64 = 8 << 20;
 
 /// What a pass did, for the summary.
 #[derive(Default)]
@@ -26,6 +31,7 @@ pub struct Counters {
     pub blobs_copied: AtomicU64,
     pub blobs_present: AtomicU64,
     pub blobs_mounted: AtomicU64,
+    pub blobs_resumed: AtomicU64,
     pub bytes_copied: AtomicU64,
 }
 
@@ -42,6 +48,8 @@ pub struct Summary {
     pub blobs_copied: u64,
     pub blobs_present: u64,
     pub blobs_mounted: u64,
+    /// Uploads that went on from the target's offset after a cut.
+    pub blobs_resumed: u64,
     pub bytes_copied: u64,
     pub seconds: f64,
     /// What could not be copied, each with the reason.
@@ -144,6 +152,7 @@ impl<'a> Pass<'a> {
             blobs_copied: load(&c.blobs_copied),
             blobs_present: load(&c.blobs_present),
             blobs_mounted: load(&c.blobs_mounted),
+            blobs_resumed: load(&c.blobs_resumed),
             bytes_copied: load(&c.bytes_copied),
             seconds: start.elapsed().as_secs_f64(),
             failed: self.failed.into_inner().expect("lock"),
@@ -182,7 +191,7 @@ impl<'a> Pass<'a> {
                         .push(format!("delete {dest}:{t}"));
                     continue;
                 }
-                match self.target.delete_manifest(&dest, t).await {
+                match self.target.remote()?.delete_manifest(&dest, t).await {
                     Ok(()) => {
                         self.counters.tags_deleted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -212,6 +221,7 @@ impl<'a> Pass<'a> {
         self.manifest(repo, dest, &m).await?;
         // The tag last: by now everything it reaches is on the target.
         self.target
+            .remote()?
             .put_manifest(dest, tag, &m)
             .await
             .context("tagging")?;
@@ -257,6 +267,7 @@ impl<'a> Pass<'a> {
                     self.blob(repo, dest, blob).await?;
                 }
                 self.target
+                    .remote()?
                     .put_manifest(dest, &m.digest.to_string(), m)
                     .await?;
                 self.counters
@@ -305,22 +316,29 @@ impl<'a> Pass<'a> {
 
     async fn transfer(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {
         let c = &self.counters;
-        if self.target.has_blob(dest, &d.digest).await? {
+        if self.target.remote()?.has_blob(dest, &d.digest).await? {
             c.blobs_present.fetch_add(1, Ordering::Relaxed);
         } else {
             let holder = self.holders.lock().expect("lock").get(&d.digest).cloned();
             let mounted = match holder {
-                Some(from) if from != dest => self.target.mount(dest, &from, &d.digest).await?,
+                Some(from) if from != dest => {
+                    self.target.remote()?.mount(dest, &from, &d.digest).await?
+                }
                 _ => false,
             };
             if mounted {
                 c.blobs_mounted.fetch_add(1, Ordering::Relaxed);
             } else {
-                crate::peer::retry(&format!("copying blob {}", d.digest), || async {
-                    let stream = self.source.open_blob(repo, &d.digest, d.size).await?;
-                    self.target.upload(dest, &d.digest, stream).await
-                })
-                .await?;
+                if d.size > CHUNKED_ABOVE {
+                    self.resumable(repo, dest, d).await?;
+                } else {
+                    let target = self.target.remote()?;
+                    retry(&format!("copying blob {}", d.digest), || async {
+                        let stream = self.source.open_blob(repo, &d.digest, d.size, 0).await?;
+                        target.upload(dest, &d.digest, stream).await
+                    })
+                    .await?;
+                }
                 c.blobs_copied.fetch_add(1, Ordering::Relaxed);
                 c.bytes_copied.fetch_add(d.size, Ordering::Relaxed);
             }
@@ -331,6 +349,40 @@ impl<'a> Pass<'a> {
             .entry(d.digest.clone())
             .or_insert_with(|| dest.to_string());
         Ok(())
+    }
+
+    /// Send a large blob in chunks; after a cut, ask the target how much it
+    /// holds and go on from there rather than from the start.
+    async fn resumable(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {
+        let target = self.target.remote()?;
+        let mut up = target.start_upload(dest).await?;
+        let mut failures = 0;
+        loop {
+            let sent = async {
+                let stream = self
+                    .source
+                    .open_blob(repo, &d.digest, d.size, up.offset)
+                    .await?;
+                target.send_chunks(&mut up, stream, CHUNK).await
+            }
+            .await;
+            match sent {
+                Ok(()) => break,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= ATTEMPTS || transient(&e).is_none() {
+                        return Err(
+                            e.context(format!("sending {} at byte {}", d.digest, up.offset))
+                        );
+                    }
+                    tokio::time::sleep(backoff(failures)).await;
+                    target.upload_offset(&mut up).await?;
+                    tracing::info!(digest = %d.digest, offset = up.offset, error = %format!("{e:#}"), "resuming the upload");
+                    self.counters.blobs_resumed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        target.finish_upload(&up, &d.digest).await
     }
 }
 
@@ -355,7 +407,7 @@ impl Summary {
 
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "{}: {} -> {}{}\n  tags: {} copied, {} already current, {} deleted\n  manifests copied: {}\n  blobs: {} sent ({:.1} MiB), {} mounted, {} already there\n  time: {:.2} s\n",
+            "{}: {} -> {}{}\n  tags: {} copied, {} already current, {} deleted\n  manifests copied: {}\n  blobs: {} sent ({:.1} MiB, {} resumed after a cut), {} mounted, {} already there\n  time: {:.2} s\n",
             self.rule,
             self.source,
             self.target,
@@ -366,6 +418,7 @@ impl Summary {
             self.manifests_copied,
             self.blobs_copied,
             self.bytes_copied as f64 / (1 << 20) as f64,
+            self.blobs_resumed,
             self.blobs_mounted,
             self.blobs_present,
             self.seconds

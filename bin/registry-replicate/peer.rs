@@ -21,7 +21,7 @@ const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, applica
 /// Frames a local blob is read in.
 const READ_CHUNK: usize = 1 << 20;
 /// Attempts of one request before it counts as failed.
-const ATTEMPTS: u32 = 5;
+pub const ATTEMPTS: u32 = 5;
 
 /// A manifest as fetched: its exact bytes, so the copy has the same digest.
 #[derive(Clone)]
@@ -31,7 +31,13 @@ pub struct Fetched {
     pub digest: Digest,
 }
 
-/// A blob's bytes on their way: its size and a channel of frames.
+/// An upload session on a target: where it is, and how many bytes it holds.
+pub struct Upload {
+    location: String,
+    pub offset: u64,
+}
+
+/// A blob's bytes on their way: how many, and a channel of frames.
 pub struct BlobStream {
     pub size: u64,
     pub frames: mpsc::Receiver<std::io::Result<Bytes>>,
@@ -61,7 +67,7 @@ impl std::error::Error for StatusError {}
 
 /// Whether an error may go away if the request is tried again, and how
 /// long the registry asked us to wait.
-fn transient(e: &anyhow::Error) -> Option<Option<Duration>> {
+pub fn transient(e: &anyhow::Error) -> Option<Option<Duration>> {
     match e.downcast_ref::<StatusError>() {
         Some(s) if s.status == StatusCode::TOO_MANY_REQUESTS || s.status.is_server_error() => {
             Some(s.retry_after)
@@ -70,6 +76,13 @@ fn transient(e: &anyhow::Error) -> Option<Option<Duration>> {
         // No answer at all: a reset, a refused connection, a timeout.
         None => Some(None),
     }
+}
+
+/// Exponential backoff with up to 50% jitter, so that many clients
+/// retrying at once spread out.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(200 << attempt.min(6));
+    base + Duration::from_millis(rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2))
 }
 
 /// Run `f` until it succeeds, fails for good, or has been tried ATTEMPTS
@@ -359,7 +372,12 @@ impl Remote {
         }))
     }
 
-    async fn put_manifest(&self, repo: &str, reference: &str, m: &Fetched) -> anyhow::Result<()> {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        m: &Fetched,
+    ) -> anyhow::Result<()> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         retry(&format!("PUT {path}"), || async {
             let mut c = self.conn().await;
@@ -386,7 +404,7 @@ impl Remote {
         .await
     }
 
-    async fn delete_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<()> {
+    pub async fn delete_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<()> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         retry(&format!("DELETE {path}"), || async {
             let (status, _, body) = self
@@ -400,13 +418,13 @@ impl Remote {
         .await
     }
 
-    async fn has_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
+    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         Ok(self.lookup(Method::HEAD, &path, None, &[]).await?.is_some())
     }
 
     /// Link a blob from `from` on the same registry; false if it would not.
-    async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> anyhow::Result<bool> {
+    pub async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> anyhow::Result<bool> {
         let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
         retry(&format!("POST {path}"), || async {
             let (status, headers, body) = self
@@ -430,16 +448,27 @@ impl Remote {
     }
 
     /// Stream a blob out of this registry, checking its digest as it goes.
+    /// Stream a blob from byte `from` on. From the start its digest is
+    /// checked as it goes; a resumed tail is checked by the target, which
+    /// verifies the whole upload against the digest.
     async fn open_blob(
         &self,
         repo: &str,
         digest: &Digest,
         size: u64,
+        from: u64,
     ) -> anyhow::Result<BlobStream> {
         let path = format!("/v2/{repo}/blobs/{digest}");
+        let range = format!("bytes={from}-");
+        let headers: &[(&str, &str)] = if from > 0 { &[("range", &range)] } else { &[] };
         let mut c = self.conn().await;
-        let resp = c.send(Method::GET, &path, &[], Frames::empty()).await?;
-        if resp.status() != StatusCode::OK {
+        let resp = c.send(Method::GET, &path, headers, Frames::empty()).await?;
+        let want = if from > 0 {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if resp.status() != want {
             return Err(refuse(resp).await);
         }
         let (tx, rx) = mpsc::channel(4);
@@ -472,7 +501,7 @@ impl Remote {
                 }
             }
             let got = hasher.finish();
-            if got != digest || n != size {
+            if from == 0 && (got != digest || n != size) {
                 let _ = tx
                     .send(Err(std::io::Error::other(format!(
                         "source sent {n} bytes hashing to {got}"
@@ -481,26 +510,21 @@ impl Remote {
             }
             drop(conn.take());
         });
-        Ok(BlobStream { size, frames: rx })
+        Ok(BlobStream {
+            size: size - from,
+            frames: rx,
+        })
     }
 
     /// POST, then PUT with the blob's bytes from `blob`.
-    async fn upload(&self, repo: &str, digest: &Digest, blob: BlobStream) -> anyhow::Result<()> {
-        let (status, headers, body) = self
-            .exchange(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/"),
-                &[],
-                Frames::empty(),
-            )
-            .await?;
-        if status != StatusCode::ACCEPTED {
-            return Err(unexpected(status, &body));
-        }
-        let location = headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .context("upload POST: no Location")?;
+    pub async fn upload(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        blob: BlobStream,
+    ) -> anyhow::Result<()> {
+        let up = self.start_upload(repo).await?;
+        let location = up.location.as_str();
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = format!("{location}{sep}digest={digest}");
         let mut c = self.conn().await;
@@ -523,6 +547,120 @@ impl Remote {
             return Err(refuse(resp).await);
         }
         read_text(resp).await?;
+        Ok(())
+    }
+
+    /// Open an upload session for a blob sent in chunks.
+    pub async fn start_upload(&self, repo: &str) -> anyhow::Result<Upload> {
+        let path = format!("/v2/{repo}/blobs/uploads/");
+        retry(&format!("POST {path}"), || async {
+            let (status, headers, body) = self
+                .exchange(Method::POST, &path, &[], Frames::empty())
+                .await?;
+            if status != StatusCode::ACCEPTED {
+                return Err(unexpected(status, &body));
+            }
+            let location = headers
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .context("upload POST: no Location")?;
+            Ok(Upload {
+                location: location.to_string(),
+                offset: 0,
+            })
+        })
+        .await
+    }
+
+    /// Send the rest of the blob in PATCHes of `chunk` bytes, each with its
+    /// Content-Range; the session remembers how far the target has it.
+    pub async fn send_chunks(
+        &self,
+        up: &mut Upload,
+        mut blob: BlobStream,
+        chunk: u64,
+    ) -> anyhow::Result<()> {
+        let end = up.offset + blob.size;
+        let mut pending: Option<Bytes> = None;
+        while up.offset < end {
+            let want = chunk.min(end - up.offset);
+            let mut frames = vec![];
+            let mut have = 0u64;
+            while have < want {
+                let mut f = match pending.take() {
+                    Some(f) => f,
+                    None => match blob.frames.recv().await {
+                        Some(r) => r.context("reading the source")?,
+                        None => bail!("the source ended after {} of {end} bytes", up.offset + have),
+                    },
+                };
+                if have + f.len() as u64 > want {
+                    pending = Some(f.split_off((want - have) as usize));
+                }
+                have += f.len() as u64;
+                frames.push(f);
+            }
+            let range = format!("{}-{}", up.offset, up.offset + have - 1);
+            let mut c = self.conn().await;
+            let resp = c
+                .send(
+                    Method::PATCH,
+                    &up.location,
+                    &[
+                        ("content-type", "application/octet-stream"),
+                        ("content-range", &range),
+                    ],
+                    Frames::new(frames),
+                )
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(refuse(resp).await);
+            }
+            if let Some(loc) = header(&resp, "location") {
+                up.location = loc.to_string();
+            }
+            read_text(resp).await?;
+            up.offset += have;
+        }
+        Ok(())
+    }
+
+    /// Ask the target how much of the upload it holds (after a cut).
+    pub async fn upload_offset(&self, up: &mut Upload) -> anyhow::Result<()> {
+        let location = up.location.clone();
+        let (status, headers, body) = retry("upload status", || {
+            self.exchange(Method::GET, &location, &[], Frames::empty())
+        })
+        .await?;
+        if status != StatusCode::NO_CONTENT {
+            return Err(unexpected(status, &body));
+        }
+        // `Range: 0-N` holds bytes 0..=N; "0-0" is also what an empty
+        // upload reports, and resending one byte costs nothing.
+        let end = headers
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(_, e)| e.parse::<u64>().ok())
+            .context("upload status: no Range")?;
+        up.offset = if end == 0 { 0 } else { end + 1 };
+        if let Some(loc) = headers.get("location").and_then(|v| v.to_str().ok()) {
+            up.location = loc.to_string();
+        }
+        Ok(())
+    }
+
+    /// Close a chunked upload: PUT with the digest and no body.
+    pub async fn finish_upload(&self, up: &Upload, digest: &Digest) -> anyhow::Result<()> {
+        let sep = if up.location.contains('?') { '&' } else { '?' };
+        let put = format!("{}{sep}digest={digest}", up.location);
+        let (status, _, body) = retry("upload PUT", || {
+            self.exchange(Method::PUT, &put, &[], Frames::empty())
+        })
+        .await?;
+        if status != StatusCode::CREATED {
+            return Err(unexpected(status, &body));
+        }
         Ok(())
     }
 
@@ -618,6 +756,17 @@ impl Peer {
         }
     }
 
+    /// The registry behind a target: a store on disk is a source only.
+    pub fn remote(&self) -> anyhow::Result<&Remote> {
+        match self {
+            Peer::Remote(r) => Ok(r),
+            Peer::Local(l) => bail!(
+                "{} is a store on disk, which is read only here",
+                l.root().display()
+            ),
+        }
+    }
+
     pub async fn refresh(&self) -> anyhow::Result<()> {
         match self {
             Peer::Remote(_) => Ok(()),
@@ -692,59 +841,16 @@ impl Peer {
         }
     }
 
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        m: &Fetched,
-    ) -> anyhow::Result<()> {
-        match self {
-            Peer::Remote(r) => r.put_manifest(repo, reference, m).await,
-            Peer::Local(_) => bail!("a store on disk is read only here"),
-        }
-    }
-
-    pub async fn delete_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<()> {
-        match self {
-            Peer::Remote(r) => r.delete_manifest(repo, reference).await,
-            Peer::Local(_) => bail!("a store on disk is read only here"),
-        }
-    }
-
-    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
-        match self {
-            Peer::Remote(r) => r.has_blob(repo, digest).await,
-            Peer::Local(_) => bail!("a store on disk is a source only"),
-        }
-    }
-
-    pub async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> anyhow::Result<bool> {
-        match self {
-            Peer::Remote(r) => r.mount(repo, from, digest).await,
-            Peer::Local(_) => bail!("a store on disk is a source only"),
-        }
-    }
-
-    pub async fn upload(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        blob: BlobStream,
-    ) -> anyhow::Result<()> {
-        match self {
-            Peer::Remote(r) => r.upload(repo, digest, blob).await,
-            Peer::Local(_) => bail!("a store on disk is a source only"),
-        }
-    }
-
+    /// A blob's bytes from byte `from` on.
     pub async fn open_blob(
         &self,
         repo: &str,
         digest: &Digest,
         size: u64,
+        from: u64,
     ) -> anyhow::Result<BlobStream> {
         match self {
-            Peer::Remote(r) => r.open_blob(repo, digest, size).await,
+            Peer::Remote(r) => r.open_blob(repo, digest, size, from).await,
             Peer::Local(l) => {
                 let store = l.store();
                 let (name, d) = (repo_name(repo)?, digest.clone());
@@ -754,8 +860,11 @@ impl Peer {
                 }
                 let (tx, rx) = mpsc::channel(4);
                 let digest = digest.clone();
-                tokio::task::spawn_blocking(move || read_into(file, digest, tx));
-                Ok(BlobStream { size, frames: rx })
+                tokio::task::spawn_blocking(move || read_into(file, from, digest, tx));
+                Ok(BlobStream {
+                    size: size - from,
+                    frames: rx,
+                })
             }
         }
     }
@@ -772,9 +881,19 @@ impl Peer {
     }
 }
 
-/// Read a local blob into the channel in 1 MiB frames, hashing as it goes.
-fn read_into(mut file: std::fs::File, digest: Digest, tx: mpsc::Sender<std::io::Result<Bytes>>) {
-    use std::io::Read;
+/// Read a local blob from byte `from` into the channel in 1 MiB frames;
+/// read whole, its digest is checked as it goes.
+fn read_into(
+    mut file: std::fs::File,
+    from: u64,
+    digest: Digest,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    use std::io::{Read, Seek};
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(from)) {
+        let _ = tx.blocking_send(Err(e));
+        return;
+    }
     let mut hasher = digest.algorithm().hasher();
     loop {
         let mut buf = vec![0u8; READ_CHUNK];

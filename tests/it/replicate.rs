@@ -322,6 +322,15 @@ fn to_and_from_distribution() {
     );
     co.push_image("lib/app", "1", "for distribution");
     let idx = push_index(&co, "lib/multi", "all");
+    // Over 16 MiB: sent in chunks (PATCH with Content-Range) both ways.
+    let big: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2246822519) >> 24) as u8)
+        .collect();
+    let bd = co.push_blob("lib/big", &big);
+    let cfg = co.push_blob("lib/big", br#"{"architecture":"amd64","os":"linux"}"#);
+    let m = image_manifest(&cfg, 37, &[(&bd, big.len())], None);
+    co.put_manifest("lib/big", "1", OCI_MANIFEST, m.as_bytes())
+        .expect(201, None);
     let dir = tempfile::tempdir().unwrap();
     // Three registries: ours -> Distribution -> another of ours.
     let yaml = format!(
@@ -330,9 +339,10 @@ fn to_and_from_distribution() {
     );
     let (code, s, err) = replicate(dir.path(), &yaml, &[]);
     assert_eq!(code, 0, "{err}\n{s:?}");
-    assert_eq!(n(&s[0], "tags_copied"), 2, "{}", s[0]);
-    assert_eq!(n(&s[1], "tags_copied"), 2, "{}", s[1]);
+    assert_eq!(n(&s[0], "tags_copied"), 3, "{}", s[0]);
+    assert_eq!(n(&s[1], "tags_copied"), 3, "{}", s[1]);
     assert_same_content(&co, &cd, "lib/app", "lib/app", "1");
+    assert_same_content(&cd, &cx, "lib/big", "lib/big", "1");
     assert_same_content(&cd, &cx, "lib/app", "lib/app", "1");
     assert_eq!(digest_of(&cx, "lib/multi", "all"), Some(idx));
     // Again: Distribution already has it all.
@@ -341,8 +351,11 @@ fn to_and_from_distribution() {
     assert_eq!((n(&s[0], "blobs_copied"), n(&s[1], "blobs_copied")), (0, 0));
 }
 
+/// A 24 MiB blob goes in 8 MiB chunks; the proxy answers 429 three times
+/// and cuts the connection 12 MiB in, mid-chunk. The copy goes on from
+/// the offset the target reports, so well under 24 + 12 MiB cross.
 #[test]
-fn busy_answers_and_a_cut_mid_blob_are_retried() {
+fn busy_answers_and_a_cut_mid_blob_are_retried_and_resumed() {
     use std::sync::atomic::Ordering;
     let (a, b) = (Server::start(), Server::start());
     let (ca, cb) = (Client::new(&a), Client::new(&b));
@@ -372,6 +385,12 @@ fn busy_answers_and_a_cut_mid_blob_are_retried() {
     assert_eq!(proxy.busy_served.load(Ordering::SeqCst), 3);
     assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1);
     assert_eq!(n(&s[0], "tags_copied"), 1, "{}", s[0]);
+    assert_eq!(n(&s[0], "blobs_resumed"), 1, "{}", s[0]);
+    let carried = proxy.upstream_bytes.load(Ordering::SeqCst);
+    assert!(
+        carried < 26 << 20,
+        "{carried} bytes crossed: the upload started over"
+    );
     assert_same_content(&ca, &cb, "big/app", "big/app", "v1");
     let (code, s, _) = replicate(dir.path(), &yaml, &[]);
     assert_eq!((code, n(&s[0], "blobs_copied")), (0, 0));

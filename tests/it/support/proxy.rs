@@ -26,6 +26,8 @@ pub struct FaultProxy {
     pub busy_served: Arc<AtomicUsize>,
     /// Connections cut.
     pub cuts: Arc<AtomicUsize>,
+    /// Bytes passed on towards the server, on all connections.
+    pub upstream_bytes: Arc<AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -33,7 +35,8 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (busy_served, cuts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (served, cut) = (busy_served.clone(), cuts.clone());
+        let upstream_bytes = Arc::new(AtomicUsize::new(0));
+        let (served, cut, carried) = (busy_served.clone(), cuts.clone(), upstream_bytes.clone());
         let upstream = upstream.to_string();
         std::thread::spawn(move || {
             for mut client in listener.incoming().flatten() {
@@ -50,33 +53,31 @@ impl FaultProxy {
                     continue;
                 };
                 let (up_in, up_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let cut = cut.clone();
+                let (cut, carried) = (cut.clone(), carried.clone());
+                let cut_at = faults.cut_upstream_after.map(|at| (at, cut));
+                std::thread::spawn(move || pump(up_in, up_out, None, cut_at, Some(carried)));
                 std::thread::spawn(move || {
-                    pump(
-                        up_in,
-                        up_out,
-                        None,
-                        faults.cut_upstream_after.map(|at| (at, cut)),
-                    )
+                    pump(server, client, faults.flip_downstream_at, None, None)
                 });
-                std::thread::spawn(move || pump(server, client, faults.flip_downstream_at, None));
             }
         });
         FaultProxy {
             addr,
             busy_served,
             cuts,
+            upstream_bytes,
         }
     }
 }
 
 /// Copy `from` to `to`, flipping one byte at `flip`, or cutting both ends
-/// past `cut` bytes if no connection was cut yet.
+/// past `cut` bytes if no connection was cut yet; counts into `carried`.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     flip: Option<u64>,
     cut: Option<(u64, Arc<AtomicUsize>)>,
+    carried: Option<Arc<AtomicUsize>>,
 ) {
     let mut buf = vec![0u8; 64 << 10];
     let mut seen = 0u64;
@@ -102,6 +103,9 @@ fn pump(
             }
         }
         seen += n as u64;
+        if let Some(c) = &carried {
+            c.fetch_add(n, Ordering::SeqCst);
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
