@@ -22,14 +22,21 @@ use tokio::sync::mpsc;
 
 use crate::oci::{Algorithm, Digest};
 
-/// Where the load goes: a registry's base URL and how to log in.
+/// A registry: its base URL and how to log in. With credentials, requests
+/// carry Basic authentication; a registry that answers with a Bearer
+/// challenge (token auth, as Docker Hub, Harbor and Distribution's `token`
+/// do) gets a token from its realm, kept per repository.
 pub struct Target {
     pub https: bool,
     /// `host:port`.
     pub authority: String,
     pub authorization: Option<HeaderValue>,
+    credentials: Option<(String, String)>,
+    ca: Option<std::path::PathBuf>,
     tls: Option<tokio_rustls::TlsConnector>,
     server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// Bearer tokens by scope key (a repository name, `_catalog`, or `""`).
+    tokens: std::sync::Mutex<std::collections::HashMap<String, HeaderValue>>,
 }
 
 impl Target {
@@ -61,7 +68,7 @@ impl Target {
         } else {
             format!("{host}:80")
         };
-        let authorization = credentials.map(|(user, password)| {
+        let authorization = credentials.clone().map(|(user, password)| {
             use base64::Engine as _;
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -104,9 +111,60 @@ impl Target {
             https,
             authority,
             authorization,
+            credentials,
+            ca: ca.map(std::path::Path::to_path_buf),
             tls,
             server_name,
+            tokens: Default::default(),
         })
+    }
+
+    /// Get a token from the realm a Bearer challenge names, with our
+    /// credentials if we have any, and keep it for requests to `key`.
+    async fn fetch_token(&self, challenge: &str, key: &str) -> anyhow::Result<()> {
+        let params = challenge_params(challenge);
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.as_str())
+            .context("Bearer challenge without a realm")?;
+        let (base, path) = match realm
+            .find("://")
+            .and_then(|i| realm[i + 3..].find('/').map(|j| i + 3 + j))
+        {
+            Some(at) => (&realm[..at], &realm[at..]),
+            None => (realm, "/"),
+        };
+        let url = token_request(path, &params);
+        let realm_target = Arc::new(Target::new(
+            base,
+            self.credentials.clone(),
+            self.ca.as_deref(),
+        )?);
+        let resp = Conn::new(realm_target)
+            .send_once(Method::GET, &url, &[], Frames::empty())
+            .await?;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let text = read_text(resp).await.unwrap_or_default();
+            return Err(anyhow!(LoginRefused(format!(
+                "the token service {realm} answered {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ))));
+        }
+        let v: serde_json::Value = serde_json::from_str(&read_text(resp).await?)
+            .context("the token answer is not JSON")?;
+        let token = v["token"]
+            .as_str()
+            .or_else(|| v["access_token"].as_str())
+            .context("the token answer holds no token")?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header")?;
+        self.tokens
+            .lock()
+            .expect("token lock")
+            .insert(key.to_string(), value);
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -159,8 +217,43 @@ impl Conn {
     }
 
     /// Send one request; `path` is the path and query, or an absolute URL
-    /// on the same registry (as `Location` headers may be).
+    /// on the same registry (as `Location` headers may be). A Bearer
+    /// challenge is answered once with a token from its realm, when the
+    /// body can be sent again (anything but a stream).
     pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Frames,
+    ) -> anyhow::Result<Response<Incoming>> {
+        let again = body.try_clone();
+        let resp = self.send_once(method.clone(), path, headers, body).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = match header(&resp, "www-authenticate") {
+            Some(c) if c.len() > 7 && c[..7].eq_ignore_ascii_case("bearer ") => c[7..].to_string(),
+            _ => return Ok(resp),
+        };
+        let Some(body) = again else {
+            return Ok(resp);
+        };
+        // A challenge that names no scope (some registries leave it out
+        // when the credentials were of another kind): ask for what this
+        // request needs, as docker does.
+        let challenge = match implied_scope(path, &method) {
+            Some(scope) if !challenge.contains("scope=") => {
+                format!("{challenge},scope=\"{scope}\"")
+            }
+            _ => challenge,
+        };
+        read_text(resp).await?;
+        self.target.fetch_token(&challenge, scope_key(path)).await?;
+        self.send_once(method, path, headers, body).await
+    }
+
+    async fn send_once(
         &mut self,
         method: Method,
         path: &str,
@@ -179,7 +272,14 @@ impl Conn {
             .method(method)
             .uri(path)
             .header(http::header::HOST, &self.target.authority);
-        if let Some(auth) = &self.target.authorization {
+        let token = self
+            .target
+            .tokens
+            .lock()
+            .expect("token lock")
+            .get(scope_key(path))
+            .cloned();
+        if let Some(auth) = token.as_ref().or(self.target.authorization.as_ref()) {
             req = req.header(http::header::AUTHORIZATION, auth.clone());
         }
         let len = body.len();
@@ -211,6 +311,88 @@ impl Conn {
     pub fn reset(&mut self) {
         self.sender = None;
     }
+}
+
+/// A token service refused our credentials: trying again will not help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoginRefused(pub String);
+
+/// What a token is good for, from a request path: the repository it
+/// names, `_catalog`, or `""` for the base endpoint.
+fn scope_key(path: &str) -> &str {
+    let path = path.split('?').next().unwrap_or("");
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return "";
+    };
+    if rest.starts_with("_catalog") {
+        return "_catalog";
+    }
+    ["/blobs/", "/manifests/", "/tags/", "/referrers/"]
+        .iter()
+        .filter_map(|k| rest.rfind(k))
+        .max()
+        .map_or("", |at| &rest[..at])
+}
+
+/// The realm's path with the challenge's service and scopes as query.
+fn token_request(path: &str, params: &[(String, String)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        match k.as_str() {
+            "service" => {
+                query.append_pair("service", v);
+            }
+            "scope" => {
+                for scope in v.split(' ') {
+                    query.append_pair("scope", scope);
+                }
+            }
+            _ => {}
+        }
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{}", query.finish())
+}
+
+/// The token scope a request needs, from its path and method.
+fn implied_scope(path: &str, method: &Method) -> Option<String> {
+    match scope_key(path) {
+        "" => None,
+        "_catalog" => Some("registry:catalog:*".into()),
+        repo if *method == Method::GET || *method == Method::HEAD => {
+            Some(format!("repository:{repo}:pull"))
+        }
+        repo if *method == Method::DELETE => Some(format!("repository:{repo}:delete")),
+        repo => Some(format!("repository:{repo}:pull,push")),
+    }
+}
+
+/// `realm="...",service="...",scope="..."` as pairs.
+fn challenge_params(s: &str) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let mut rest = s.trim();
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        rest = &rest[eq + 1..];
+        let value;
+        if let Some(r) = rest.strip_prefix('"') {
+            let end = r.find('"').unwrap_or(r.len());
+            value = r[..end].to_string();
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        out.push((key, value));
+        rest = rest.trim_start_matches([',', ' ']);
+    }
+    out
 }
 
 /// Fail unless the status is the one expected, with the server's words.
@@ -338,6 +520,18 @@ impl Frames {
         self.len
     }
 
+    /// The same body again, unless it streams from a channel.
+    pub fn try_clone(&self) -> Option<Frames> {
+        match self.stream {
+            Some(_) => None,
+            None => Some(Frames {
+                frames: self.frames.clone(),
+                stream: None,
+                len: self.len,
+            }),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -383,5 +577,38 @@ impl Body for Frames {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_keys() {
+        assert_eq!(scope_key("/v2/"), "");
+        assert_eq!(scope_key("/v2/_catalog?n=10"), "_catalog");
+        assert_eq!(scope_key("/v2/a/b/manifests/latest"), "a/b");
+        assert_eq!(scope_key("/v2/a/blobs/uploads/x?_state=1"), "a");
+        // A name that contains a keyword: the last one is the resource.
+        assert_eq!(scope_key("/v2/x/manifests/y/tags/list"), "x/manifests/y");
+    }
+
+    #[test]
+    fn challenges() {
+        let p = challenge_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(
+            p,
+            vec![
+                (
+                    "realm".to_string(),
+                    "https://auth.example/token".to_string()
+                ),
+                ("service".to_string(), "registry.example".to_string()),
+                ("scope".to_string(), "repository:a/b:pull,push".to_string()),
+            ]
+        );
     }
 }

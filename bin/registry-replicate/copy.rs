@@ -68,7 +68,7 @@ pub struct Pass<'a> {
     target: &'a Peer,
     dry_run: bool,
     stop: &'a AtomicBool,
-    counters: Counters,
+    counters: Arc<Counters>,
     failed: Mutex<Vec<String>>,
     planned: Mutex<Vec<String>>,
     /// Blobs in flight or done in this pass, per target repository.
@@ -93,13 +93,18 @@ impl<'a> Pass<'a> {
             target,
             dry_run,
             stop,
-            counters: Counters::default(),
+            counters: Arc::default(),
             failed: Mutex::default(),
             planned: Mutex::default(),
             transfers: Mutex::default(),
             holders: Mutex::default(),
             manifests_done: Mutex::default(),
         }
+    }
+
+    /// The live counters, for a progress line while the pass runs.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     fn fail(&self, what: String) {

@@ -5,7 +5,9 @@
 
 mod config;
 mod copy;
+mod metrics;
 mod peer;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +43,10 @@ struct Cli {
     /// Run only the rules with these names (repeatable).
     #[arg(long = "rule")]
     rules: Vec<String>,
+    /// In daemon mode, serve Prometheus metrics (lag and backlog per rule)
+    /// on this address, such as 127.0.0.1:9464.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -111,36 +117,91 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             for rule in &rules {
                 let (source, concurrency) = &peers[&rule.source];
                 let (target, _) = &peers[&rule.target];
-                let summary = Pass::new(rule, source, target, cli.dry_run, &stop)
-                    .run(*concurrency)
-                    .await;
+                let pass = Pass::new(rule, source, target, cli.dry_run, &stop);
+                let progress = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    .then(|| tokio::spawn(progress(rule.name.clone(), pass.counters())));
+                let summary = pass.run(*concurrency).await;
+                if let Some(p) = progress {
+                    p.abort();
+                    eprint!("\r\x1b[K");
+                }
                 all_ok &= summary.ok();
                 print_summary(&summary, cli.json);
             }
             return Ok(all_ok);
         }
+        let metrics = Arc::new(metrics::Metrics::new(rules.iter().map(|r| r.name.clone())));
+        if let Some(addr) = &cli.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+            let at = listener.local_addr()?;
+            tracing::info!("metrics on {at}");
+            eprintln!("metrics on {at}");
+            tokio::spawn(metrics::serve(metrics.clone(), listener));
+        }
         let mut tasks = tokio::task::JoinSet::new();
+        let mut watchers = vec![];
         for rule in rules {
+            let metrics = metrics.clone();
             let (source, concurrency) = peers[&rule.source].clone();
             let target = peers[&rule.target].0.clone();
             let stop = stop.clone();
             let json = cli.json;
+            // A store on disk is watched: a new or moved tag starts the
+            // next pass within about a second instead of at the interval.
+            let wake = Arc::new(tokio::sync::Notify::new());
+            if let Peer::Local(store) = &*source {
+                watchers.push(watch::tags(store.root(), wake.clone())?);
+            }
             tasks.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
+                    let started = std::time::SystemTime::now();
                     let summary = Pass::new(&rule, &source, &target, false, &stop)
                         .run(concurrency)
                         .await;
+                    metrics.record(&rule.name, started, &summary);
                     print_summary(&summary, json);
                     let until = tokio::time::Instant::now() + rule.interval;
                     while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < until {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                            () = wake.notified() => {
+                                // Let the push that woke us finish its writes.
+                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                                break;
+                            }
+                        }
                     }
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
+        drop(watchers);
         Ok(true)
     })
+}
+
+/// A status line on the terminal, redrawn every second: tags, blobs,
+/// bytes and the rate over the last second.
+async fn progress(rule: String, c: Arc<copy::Counters>) {
+    let mut last = 0u64;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let bytes = load(&c.bytes_copied);
+        eprint!(
+            "\r\x1b[K{rule}: {} tags copied, {} current; blobs {} sent, {} mounted, {} there; {:.1} MiB at {:.1} MiB/s",
+            load(&c.tags_copied),
+            load(&c.tags_current),
+            load(&c.blobs_copied),
+            load(&c.blobs_mounted),
+            load(&c.blobs_present),
+            bytes as f64 / (1 << 20) as f64,
+            bytes.saturating_sub(last) as f64 / (1 << 20) as f64,
+        );
+        last = bytes;
+    }
 }
 
 fn print_summary(s: &Summary, json: bool) {

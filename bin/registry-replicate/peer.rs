@@ -68,6 +68,9 @@ impl std::error::Error for StatusError {}
 /// Whether an error may go away if the request is tried again, and how
 /// long the registry asked us to wait.
 pub fn transient(e: &anyhow::Error) -> Option<Option<Duration>> {
+    if e.downcast_ref::<registry::client::LoginRefused>().is_some() {
+        return None;
+    }
     match e.downcast_ref::<StatusError>() {
         Some(s) if s.status == StatusCode::TOO_MANY_REQUESTS || s.status.is_server_error() => {
             Some(s.retry_after)

@@ -431,3 +431,195 @@ fn bad_files_are_refused_naming_the_key() {
         "{err}"
     );
 }
+
+/// A token service of the test's own on 127.0.0.1: it checks Basic
+/// `robot:secret` and signs a JWT granting whatever each scope asks.
+fn token_service(signer: pki::TokenSigner) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut authorized = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                // base64("robot:secret")
+                authorized |= h.to_ascii_lowercase().starts_with("authorization:")
+                    && h.contains("cm9ib3Q6c2VjcmV0");
+            }
+            let mut out = stream;
+            if !authorized {
+                let _ = out.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let query = target.split_once('?').map(|x| x.1).unwrap_or("");
+            let access: Vec<serde_json::Value> = form_urlencoded::parse(query.as_bytes())
+                .filter(|(k, _)| k == "scope")
+                .filter_map(|(_, scope)| {
+                    let (kind, rest) = scope.split_once(':')?;
+                    let (name, actions) = rest.rsplit_once(':')?;
+                    Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                })
+                .collect();
+            let now = pki::now() as i64;
+            let jwt = signer.sign(
+                &serde_json::json!({"iss": "test-issuer", "sub": "robot", "aud": "registry.test", "exp": now + 300, "nbf": now - 10, "iat": now - 10, "access": access}),
+                false,
+            );
+            let body = serde_json::json!({ "token": jwt }).to_string();
+            let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_target_with_token_auth_is_logged_into_through_its_realm() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = pki::TokenSigner::new(dir.path(), "tokens");
+    let bundle = signer.bundle.clone();
+    let service = token_service(signer);
+    let a = Server::start();
+    let b = Server::start_with(Opts {
+        extra: format!(
+            "auth:\n  token:\n    realm: http://{service}/token\n    service: registry.test\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+            bundle.display()
+        ),
+        ..Opts::default()
+    });
+    let ca = Client::new(&a);
+    ca.push_image("team/app", "1", "behind tokens");
+    let file = |password: &str| {
+        format!(
+            "peers:\n  a:\n    url: http://{}\n  b:\n    url: http://{}\n    username: robot\n    password: {password}\nrules:\n  - source: a\n    target: b\n",
+            a.addr, b.addr
+        )
+    };
+    let (code, s, err) = replicate(dir.path(), &file("secret"), &[]);
+    assert_eq!(code, 0, "{err}\n{s:?}");
+    assert_eq!(n(&s[0], "tags_copied"), 1, "{}", s[0]);
+    // Anonymous readers are refused; the copy is there for a token holder.
+    Client::new(&b)
+        .get("/v2/team/app/manifests/1")
+        .expect(401, None);
+    let (code, s, err) = replicate(dir.path(), &file("secret"), &[]);
+    assert_eq!((code, n(&s[0], "tags_current")), (0, 1), "{err}");
+    // A wrong password: the run fails and says why.
+    let t = std::time::Instant::now();
+    let (code, s, _) = replicate(dir.path(), &file("wrong"), &[]);
+    assert_eq!(code, 1);
+    let failed = s[0]["failed"].to_string();
+    assert!(
+        failed.contains("token service") && failed.contains("401"),
+        "{failed}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "a refused login was retried"
+    );
+}
+
+#[test]
+fn the_daemon_follows_a_store_on_disk_serves_metrics_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let (a, b) = (Server::start(), Server::start());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    ca.push_image("app", "1", "first");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("replication.yml");
+    // An hour between passes: only the watch on the store can bring tag 2.
+    std::fs::write(
+        &file,
+        format!(
+            "peers:\n  disk:\n    path: {}\n  b:\n    url: http://{}\nrules:\n  - name: follow\n    source: disk\n    target: b\n    interval: 1h\n",
+            a.root.display(),
+            b.addr
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(REPLICATE)
+        .arg(&file)
+        .args(["--metrics", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = daemon.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let metrics_addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the daemon names its metrics address");
+        if let Some(at) = line.strip_prefix("metrics on ") {
+            break at.trim().to_string();
+        }
+    };
+    let wait_for = |tag: &str| {
+        let until = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < until {
+            if digest_of(&cb, "app", tag).is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(wait_for("1"), "the first pass did not copy app:1");
+    let (_, d2) = ca.push_image("app", "2", "second");
+    assert!(
+        wait_for("2"),
+        "a new tag in the store was not copied within 15 s"
+    );
+    assert_eq!(digest_of(&cb, "app", "2"), Some(d2));
+    let text = ureq::get(&format!("http://{metrics_addr}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{rule=\"follow\"}} ")))
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("registry_replicate_passes_total") >= 2.0, "{text}");
+    assert_eq!(value("registry_replicate_backlog"), 0.0, "{text}");
+    assert_eq!(value("registry_replicate_tags_copied_total"), 2.0, "{text}");
+    assert!(value("registry_replicate_lag_seconds") < 15.0, "{text}");
+    // SIGTERM: the daemon finishes and exits cleanly.
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        if std::time::Instant::now() > until {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!("the daemon did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
