@@ -58,9 +58,9 @@ pub struct Summary {
     pub planned: Vec<String>,
 }
 
-/// A blob transfer that others may wait on: the same digest never
-/// crosses twice at once.
-type Transfer = Arc<OnceCell<Result<(), String>>>;
+/// A blob's first transfer, which others wait on so that the same digest
+/// never crosses twice at once: the repository it went to, or the error.
+type Transfer = Arc<OnceCell<Result<String, String>>>;
 
 pub struct Pass<'a> {
     rule: &'a Rule,
@@ -71,8 +71,10 @@ pub struct Pass<'a> {
     counters: Arc<Counters>,
     failed: Mutex<Vec<String>>,
     planned: Mutex<Vec<String>>,
-    /// Blobs in flight or done in this pass, per target repository.
-    transfers: Mutex<HashMap<(String, Digest), Transfer>>,
+    /// Each blob's first transfer in this pass.
+    transfers: Mutex<HashMap<Digest, Transfer>>,
+    /// Blobs known to be in a target repository in this pass.
+    placed: Mutex<HashSet<(String, Digest)>>,
     /// A target repository known to hold each blob, for mounts.
     holders: Mutex<HashMap<Digest, String>>,
     /// Manifests already on the target in this pass, per repository.
@@ -97,6 +99,7 @@ impl<'a> Pass<'a> {
             failed: Mutex::default(),
             planned: Mutex::default(),
             transfers: Mutex::default(),
+            placed: Mutex::default(),
             holders: Mutex::default(),
             manifests_done: Mutex::default(),
         }
@@ -293,30 +296,38 @@ impl<'a> Pass<'a> {
     /// Make a blob present in the target repository: already there, mounted
     /// from another repository of the target, or sent.
     async fn blob(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {
-        let cell = {
-            let mut t = self.transfers.lock().expect("lock");
-            t.entry((dest.to_string(), d.digest.clone()))
-                .or_default()
-                .clone()
-        };
-        let result = cell
+        let here = (dest.to_string(), d.digest.clone());
+        if self.placed.lock().expect("lock").contains(&here) {
+            return Ok(());
+        }
+        // One transfer per digest: whoever comes first copies it into its
+        // repository; the others wait, then mount it from there.
+        let cell = self
+            .transfers
+            .lock()
+            .expect("lock")
+            .entry(d.digest.clone())
+            .or_default()
+            .clone();
+        let first = cell
             .get_or_init(|| async {
                 self.transfer(repo, dest, d)
                     .await
+                    .map(|()| dest.to_string())
                     .map_err(|e| format!("blob {}: {e:#}", d.digest))
             })
             .await;
-        match result {
-            Ok(()) => Ok(()),
+        match first {
             Err(e) => {
                 // Let a later manifest try again rather than inherit the failure.
-                self.transfers
-                    .lock()
-                    .expect("lock")
-                    .remove(&(dest.to_string(), d.digest.clone()));
-                Err(anyhow!("{e}"))
+                self.transfers.lock().expect("lock").remove(&d.digest);
+                return Err(anyhow!("{e}"));
             }
+            Ok(holder) if holder == dest => {}
+            Ok(_) => self.transfer(repo, dest, d).await?,
         }
+        self.placed.lock().expect("lock").insert(here);
+        Ok(())
     }
 
     async fn transfer(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {

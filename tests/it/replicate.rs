@@ -623,3 +623,27 @@ fn the_daemon_follows_a_store_on_disk_serves_metrics_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_blob_shared_by_repositories_crosses_once_and_is_mounted_for_the_others() {
+    let (a, b) = (Server::start(), Server::start());
+    let ca = Client::new(&a);
+    let layer: Vec<u8> = (0..3u32 << 20).map(|i| (i % 249) as u8).collect();
+    for repo in ["shared/one", "shared/two", "shared/three"] {
+        let ld = ca.push_blob(repo, &layer);
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","repo":"{repo}"}}"#);
+        let cd = ca.push_blob(repo, config.as_bytes());
+        let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+        ca.put_manifest(repo, "1", OCI_MANIFEST, m.as_bytes()).expect(201, None);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("{}rules:\n  - source: a\n    target: b\n", peers(&a.addr, &b.addr));
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    let s = &s[0];
+    // Three configs and one layer sent; the layer mounted twice.
+    assert_eq!((n(s, "blobs_copied"), n(s, "blobs_mounted")), (4, 2), "{s}");
+    for repo in ["shared/one", "shared/two", "shared/three"] {
+        assert_same_content(&ca, &Client::new(&b), repo, repo, "1");
+    }
+}
