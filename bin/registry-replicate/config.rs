@@ -33,6 +33,8 @@ pub struct PeerConfig {
     /// Requests in flight to this peer at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Blob bytes per second to or from this peer, as `50MiB`; none: no limit.
+    pub bandwidth: Option<String>,
 }
 
 fn default_concurrency() -> usize {
@@ -144,6 +146,13 @@ impl Config {
             if (p.password.is_some() || p.password_file.is_some()) && p.username.is_none() {
                 bail!("peers.{name}: a password needs username");
             }
+            if let Some(b) = &p.bandwidth {
+                match registry::config::parse_size(b) {
+                    Ok(n) if n >= 1024 => {}
+                    Ok(_) => bail!("peers.{name}.bandwidth: {b:?} is below 1KiB per second"),
+                    Err(e) => bail!("peers.{name}.bandwidth: {e}"),
+                }
+            }
             if p.concurrency == 0 || p.concurrency > 256 {
                 bail!(
                     "peers.{name}.concurrency: {} must be from 1 to 256",
@@ -205,6 +214,13 @@ impl Config {
 }
 
 impl PeerConfig {
+    /// Bytes per second, if limited (checked when loading).
+    pub fn bytes_per_sec(&self) -> Option<u64> {
+        self.bandwidth
+            .as_deref()
+            .and_then(|b| registry::config::parse_size(b).ok())
+    }
+
     pub fn credentials(&self, name: &str) -> anyhow::Result<Option<(String, String)>> {
         let Some(user) = &self.username else {
             return Ok(None);

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::config::Rule;
+use crate::limit::{throttle, Limiter};
 use crate::peer::{backoff, retry, transient, Fetched, Peer, ATTEMPTS};
 
 /// Blobs larger than this are sent in chunks that can resume after a cut.
@@ -75,6 +76,8 @@ pub struct Pass<'a> {
     transfers: Mutex<HashMap<Digest, Transfer>>,
     /// Blobs known to be in a target repository in this pass.
     placed: Mutex<HashSet<(String, Digest)>>,
+    /// Bandwidth limits of the source and target.
+    limits: Vec<Arc<Limiter>>,
     /// A target repository known to hold each blob, for mounts.
     holders: Mutex<HashMap<Digest, String>>,
     /// Manifests already on the target in this pass, per repository.
@@ -100,9 +103,16 @@ impl<'a> Pass<'a> {
             planned: Mutex::default(),
             transfers: Mutex::default(),
             placed: Mutex::default(),
+            limits: vec![],
             holders: Mutex::default(),
             manifests_done: Mutex::default(),
         }
+    }
+
+    /// Blob bytes go no faster than these allow.
+    pub fn limited(mut self, limits: Vec<Arc<Limiter>>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The live counters, for a progress line while the pass runs.
@@ -350,7 +360,8 @@ impl<'a> Pass<'a> {
                 } else {
                     let target = self.target.remote()?;
                     retry(&format!("copying blob {}", d.digest), || async {
-                        let stream = self.source.open_blob(repo, &d.digest, d.size, 0).await?;
+                        let mut stream = self.source.open_blob(repo, &d.digest, d.size, 0).await?;
+                        stream.frames = throttle(stream.frames, self.limits.clone());
                         target.upload(dest, &d.digest, stream).await
                     })
                     .await?;
@@ -375,10 +386,11 @@ impl<'a> Pass<'a> {
         let mut failures = 0;
         loop {
             let sent = async {
-                let stream = self
+                let mut stream = self
                     .source
                     .open_blob(repo, &d.digest, d.size, up.offset)
                     .await?;
+                stream.frames = throttle(stream.frames, self.limits.clone());
                 target.send_chunks(&mut up, stream, CHUNK).await
             }
             .await;

@@ -5,6 +5,7 @@
 
 mod config;
 mod copy;
+mod limit;
 mod metrics;
 mod peer;
 mod watch;
@@ -84,6 +85,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
         rules.retain(|r| cli.rules.contains(&r.name));
     }
     let mut peers = BTreeMap::new();
+    let mut limiters = BTreeMap::new();
     for (name, p) in &config.peers {
         let peer = match (&p.url, &p.path) {
             (Some(url), _) => {
@@ -98,6 +100,9 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             (None, None) => unreachable!("checked when loading"),
         };
         peers.insert(name.clone(), (Arc::new(peer), p.concurrency));
+        if let Some(rate) = p.bytes_per_sec() {
+            limiters.insert(name.clone(), Arc::new(limit::Limiter::new(rate)));
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -117,7 +122,8 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             for rule in &rules {
                 let (source, concurrency) = &peers[&rule.source];
                 let (target, _) = &peers[&rule.target];
-                let pass = Pass::new(rule, source, target, cli.dry_run, &stop);
+                let pass = Pass::new(rule, source, target, cli.dry_run, &stop)
+                    .limited(limits_of(&limiters, rule));
                 let progress = std::io::IsTerminal::is_terminal(&std::io::stderr())
                     .then(|| tokio::spawn(progress(rule.name.clone(), pass.counters())));
                 let summary = pass.run(*concurrency).await;
@@ -146,6 +152,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             let metrics = metrics.clone();
             let (source, concurrency) = peers[&rule.source].clone();
             let target = peers[&rule.target].0.clone();
+            let limits = limits_of(&limiters, &rule);
             let stop = stop.clone();
             let json = cli.json;
             // A store on disk is watched: a new or moved tag starts the
@@ -158,6 +165,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
                 while !stop.load(Ordering::Relaxed) {
                     let started = std::time::SystemTime::now();
                     let summary = Pass::new(&rule, &source, &target, false, &stop)
+                        .limited(limits.clone())
                         .run(concurrency)
                         .await;
                     metrics.record(&rule.name, started, &summary);
@@ -202,6 +210,17 @@ async fn progress(rule: String, c: Arc<copy::Counters>) {
         );
         last = bytes;
     }
+}
+
+/// The bandwidth limits of a rule's two peers.
+fn limits_of(
+    limiters: &BTreeMap<String, Arc<limit::Limiter>>,
+    rule: &config::Rule,
+) -> Vec<Arc<limit::Limiter>> {
+    [&rule.source, &rule.target]
+        .into_iter()
+        .filter_map(|p| limiters.get(p).cloned())
+        .collect()
 }
 
 fn print_summary(s: &Summary, json: bool) {

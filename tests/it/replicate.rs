@@ -634,10 +634,14 @@ fn a_blob_shared_by_repositories_crosses_once_and_is_mounted_for_the_others() {
         let config = format!(r#"{{"architecture":"amd64","os":"linux","repo":"{repo}"}}"#);
         let cd = ca.push_blob(repo, config.as_bytes());
         let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
-        ca.put_manifest(repo, "1", OCI_MANIFEST, m.as_bytes()).expect(201, None);
+        ca.put_manifest(repo, "1", OCI_MANIFEST, m.as_bytes())
+            .expect(201, None);
     }
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!("{}rules:\n  - source: a\n    target: b\n", peers(&a.addr, &b.addr));
+    let yaml = format!(
+        "{}rules:\n  - source: a\n    target: b\n",
+        peers(&a.addr, &b.addr)
+    );
     let (code, s, err) = replicate(dir.path(), &yaml, &[]);
     assert_eq!(code, 0, "{err}");
     let s = &s[0];
@@ -646,4 +650,35 @@ fn a_blob_shared_by_repositories_crosses_once_and_is_mounted_for_the_others() {
     for repo in ["shared/one", "shared/two", "shared/three"] {
         assert_same_content(&ca, &Client::new(&b), repo, repo, "1");
     }
+}
+
+#[test]
+fn a_bandwidth_limit_paces_blob_bytes() {
+    let (a, b) = (Server::start(), Server::start());
+    let ca = Client::new(&a);
+    let blob: Vec<u8> = (0..6u32 << 20).map(|i| (i % 241) as u8).collect();
+    let bd = ca.push_blob("slow/app", &blob);
+    let cd = ca.push_blob("slow/app", b"{}");
+    let m = image_manifest(&cd, 2, &[(&bd, blob.len())], None);
+    ca.put_manifest("slow/app", "1", OCI_MANIFEST, m.as_bytes())
+        .expect(201, None);
+    let dir = tempfile::tempdir().unwrap();
+    // 6 MiB at 2 MiB/s: at least about 3 s, however fast the machine.
+    let yaml = format!(
+        "peers:\n  a:\n    url: http://{}\n  b:\n    url: http://{}\n    bandwidth: 2MiB\nrules:\n  - source: a\n    target: b\n",
+        a.addr, b.addr
+    );
+    let t = std::time::Instant::now();
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n(&s[0], "blobs_copied"), 2, "{}", s[0]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(2500),
+        "6 MiB at 2 MiB/s took {:?}",
+        t.elapsed()
+    );
+    assert_same_content(&ca, &Client::new(&b), "slow/app", "slow/app", "1");
+    let (code, _, err) = replicate(dir.path(), &yaml.replace("2MiB", "fast"), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("peers.b.bandwidth"), "{err}");
 }
