@@ -21,6 +21,8 @@ mod manifests;
 pub mod purge;
 mod referrers;
 mod uploads;
+#[cfg(feature = "io-uring")]
+mod uring;
 mod writer;
 
 use std::path::Path;

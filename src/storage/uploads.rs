@@ -362,7 +362,9 @@ enum StreamError {
 
 /// One buffer's write, done on the blocking pool; the writer and the
 /// buffer come back for the next one.
-type WriteJob = tokio::task::JoinHandle<(BlockWriter, AlignedBuf, io::Result<()>)>;
+type WriteJob = std::pin::Pin<
+    Box<dyn Future<Output = Result<(BlockWriter, AlignedBuf, io::Result<()>), String>> + Send>,
+>;
 
 /// Hash every frame of `body` and append it to the file at `path` (which
 /// holds `offset` bytes). Each full buffer is written by a blocking job
@@ -451,11 +453,26 @@ impl WritePipe<'_> {
     /// Start writing `full`; return an empty buffer to fill next.
     async fn submit(&mut self, full: AlignedBuf) -> Result<AlignedBuf, StorageError> {
         self.settle().await?;
-        let (mut writer, spare) = self.idle.take().expect("settled");
-        self.job = Some(tokio::task::spawn_blocking(move || {
+        let (writer, spare) = self.idle.take().expect("settled");
+        #[cfg(feature = "io-uring")]
+        let (writer, full) = match super::uring::submit(writer, full) {
+            Ok(done) => {
+                self.job = Some(Box::pin(async move {
+                    done.await
+                        .map_err(|_| "the io_uring thread is gone".to_string())
+                }));
+                return Ok(spare.unwrap_or_else(|| AlignedBuf::new(WRITE_CHUNK)));
+            }
+            Err(back) => back,
+        };
+        let mut writer = writer;
+        let handle = tokio::task::spawn_blocking(move || {
             let result = writer.write(full.as_slice());
             (writer, full, result)
-        }));
+        });
+        self.job = Some(Box::pin(
+            async move { handle.await.map_err(|e| e.to_string()) },
+        ));
         Ok(spare.unwrap_or_else(|| AlignedBuf::new(WRITE_CHUNK)))
     }
 

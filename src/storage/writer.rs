@@ -178,6 +178,67 @@ impl BlockWriter {
     }
 }
 
+#[cfg(feature = "io-uring")]
+impl BlockWriter {
+    /// Whether the next write starts on a block boundary of an O_DIRECT
+    /// descriptor, which is what io_uring is used for.
+    pub fn direct_ready(&self) -> bool {
+        self.direct.is_some() && self.offset % ALIGN as u64 == 0
+    }
+
+    /// `write` with the whole blocks sent as one io_uring write (on the
+    /// io_uring thread); the tail, if any, is written as usual.
+    pub async fn write_uring(&mut self, buf: AlignedBuf) -> (AlignedBuf, io::Result<()>) {
+        use tokio_uring::buf::BoundedBuf;
+        let blocks = buf.len / ALIGN * ALIGN;
+        let Some(direct) = self
+            .direct
+            .as_ref()
+            .filter(|_| blocks > 0 && self.direct_ready())
+        else {
+            let result = self.write(buf.as_slice());
+            return (buf, result);
+        };
+        let file = match direct.try_clone() {
+            Ok(f) => tokio_uring::fs::File::from_std(f),
+            Err(e) => return (buf, Err(e)),
+        };
+        let AlignedBuf {
+            mem,
+            start,
+            len,
+            cap,
+        } = buf;
+        let (result, slice) = file
+            .write_all_at(mem.slice(start..start + blocks), self.offset)
+            .await;
+        let _ = file.close().await;
+        let buf = AlignedBuf {
+            mem: slice.into_inner(),
+            start,
+            len,
+            cap,
+        };
+        let result = match result {
+            Ok(()) => {
+                self.offset += blocks as u64;
+                Ok(())
+            }
+            // Refused on write though accepted at open: buffered from now on.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct = None;
+                self.write(&buf.as_slice()[..blocks])
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            return (buf, Err(e));
+        }
+        let tail = self.write(&buf.as_slice()[blocks..]);
+        (buf, tail)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
