@@ -39,10 +39,17 @@ impl Cache {
         if guard.is_none() {
             *guard = Some(scan(store, repo)?);
         }
-        let mut list = guard
-            .as_ref()
-            .and_then(|m| m.get(subject).cloned())
-            .unwrap_or_default();
+        // A collector running beside the server (or another node) may have
+        // deleted a referrer since the list was built: drop the ones whose
+        // revision link is gone.
+        let layout = store.layout();
+        let mut list = match guard.as_mut().and_then(|m| m.get_mut(subject)) {
+            Some(list) => {
+                list.retain(|d| layout.revision_link(repo, &d.digest).exists());
+                list.clone()
+            }
+            None => vec![],
+        };
         list.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(list)
     }

@@ -391,3 +391,40 @@ fn interval_mode_runs_until_sigterm() {
         t.elapsed()
     );
 }
+
+#[test]
+fn referrers_deleted_by_a_collection_are_no_longer_listed() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let (app, ad) = push_with(&c, "r", "app", r#"{"app":1}"#, &[b"app layer"], None);
+    let (_, sig) = push_with(
+        &c,
+        "r",
+        "sig",
+        r#"{"sig":1}"#,
+        &[b"sig layer"],
+        Some((&ad, app.len())),
+    );
+    c.call("DELETE", "/v2/r/manifests/sig", &[], None)
+        .expect(202, None);
+    // Listed once: the server now holds the repository's referrers in memory.
+    let list = c.get(&format!("/v2/r/referrers/{ad}")).json();
+    assert_eq!(
+        list["manifests"][0]["digest"].as_str(),
+        Some(sig.as_str()),
+        "{list}"
+    );
+    // The subject loses its tag; a collection beside the running server
+    // deletes it and its signature.
+    c.call("DELETE", "/v2/r/manifests/app", &[], None)
+        .expect(202, None);
+    let (code, r, err) = run_gc(&s.config, &["--grace", "0", "--delete-untagged"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["manifests_deleted"], 2, "{r}");
+    let list = c.get(&format!("/v2/r/referrers/{ad}")).json();
+    assert_eq!(
+        list["manifests"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
+}
