@@ -9,6 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
@@ -167,6 +168,24 @@ impl Target {
         Ok(())
     }
 
+    /// Where a redirect points: this registry (with its credentials) if
+    /// the URL is on it, or another origin without any; and the path.
+    pub fn redirect(self: &Arc<Self>, location: &str) -> anyhow::Result<(Arc<Target>, String)> {
+        let Some(at) = location.find("://") else {
+            return Ok((self.clone(), location.to_string()));
+        };
+        let split = location[at + 3..]
+            .find('/')
+            .map_or(location.len(), |j| at + 3 + j);
+        let (base, path) = (&location[..split], &location[split..]);
+        let path = if path.is_empty() { "/" } else { path };
+        let other = Target::new(base, None, self.ca.as_deref())?;
+        if other.authority == self.authority && other.https == self.https {
+            return Ok((self.clone(), path.to_string()));
+        }
+        Ok((Arc::new(other), path.to_string()))
+    }
+
     pub fn url(&self) -> String {
         format!(
             "{}://{}",
@@ -191,9 +210,13 @@ impl Conn {
     }
 
     async fn open(&self) -> anyhow::Result<SendRequest<Frames>> {
-        let stream = tokio::net::TcpStream::connect(&self.target.authority)
-            .await
-            .with_context(|| format!("cannot connect to {}", self.target.authority))?;
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(&self.target.authority),
+        )
+        .await
+        .map_err(|_| anyhow!("cannot connect to {}: timed out", self.target.authority))?
+        .with_context(|| format!("cannot connect to {}", self.target.authority))?;
         stream.set_nodelay(true)?;
         let sender = match (&self.target.tls, &self.target.server_name) {
             (Some(tls), Some(name)) => {
@@ -227,6 +250,7 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Frames,
     ) -> anyhow::Result<Response<Incoming>> {
+        let path = local_path(path);
         let again = body.try_clone();
         let resp = self.send_once(method.clone(), path, headers, body).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
@@ -260,13 +284,7 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Frames,
     ) -> anyhow::Result<Response<Incoming>> {
-        let path = match path.find("://") {
-            Some(i) => match path[i + 3..].find('/') {
-                Some(j) => &path[i + 3 + j..],
-                None => "/",
-            },
-            None => path,
-        };
+        let path = local_path(path);
         let has_body = matches!(method, Method::PUT | Method::POST | Method::PATCH);
         let mut req = Request::builder()
             .method(method)
@@ -298,11 +316,18 @@ impl Conn {
             self.sender = None;
             bail!("connection closed");
         }
-        match sender.send_request(req).await {
-            Ok(r) => Ok(r),
-            Err(e) => {
+        // Until the answer's head: a minute, plus a second per MiB sent,
+        // so a registry that stops answering cannot hold a run for ever.
+        let limit = ANSWER_TIMEOUT + Duration::from_secs(len >> 20);
+        match tokio::time::timeout(limit, sender.send_request(req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
                 self.sender = None;
                 Err(anyhow!("request failed: {e}"))
+            }
+            Err(_) => {
+                self.sender = None;
+                Err(anyhow!("no answer within {} s", limit.as_secs()))
             }
         }
     }
@@ -310,6 +335,36 @@ impl Conn {
     /// Forget the connection: the next request opens a new one.
     pub fn reset(&mut self) {
         self.sender = None;
+    }
+}
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer's head may take, beyond the time to send the body.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a body may go without a byte.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The path and query of a request target that may be an absolute URL on
+/// the same registry (as `Location` headers may be).
+fn local_path(path: &str) -> &str {
+    match path.find("://") {
+        Some(i) => match path[i + 3..].find('/') {
+            Some(j) => &path[i + 3 + j..],
+            None => "/",
+        },
+        None => path,
+    }
+}
+
+/// The next frame of a body, or an error if none comes for a minute.
+pub async fn next_frame(body: &mut Incoming) -> Option<anyhow::Result<Frame<Bytes>>> {
+    match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+        Ok(f) => f.map(|r| r.map_err(|e| anyhow!("reading the body: {e}"))),
+        Err(_) => Some(Err(anyhow!(
+            "the body stalled for {} s",
+            BODY_IDLE_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -414,12 +469,15 @@ pub async fn expect(
 
 /// The whole body as text (small answers: manifests, lists, errors).
 pub async fn read_text(resp: Response<Incoming>) -> anyhow::Result<String> {
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("reading the body")?;
-    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+    Ok(String::from_utf8_lossy(&collect(resp).await?).into_owned())
+}
+
+/// A small answer's whole body, within the idle limit.
+pub async fn collect(resp: Response<Incoming>) -> anyhow::Result<Bytes> {
+    match tokio::time::timeout(BODY_IDLE_TIMEOUT, resp.into_body().collect()).await {
+        Ok(b) => Ok(b.context("reading the body")?.to_bytes()),
+        Err(_) => bail!("the body stalled for {} s", BODY_IDLE_TIMEOUT.as_secs()),
+    }
 }
 
 /// Read the body through a hasher and check it is exactly `digest` and
@@ -432,9 +490,8 @@ pub async fn verify_body(
     let mut body = resp.into_body();
     let mut hasher = digest.algorithm().hasher();
     let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.context("body cut short")?;
-        if let Ok(data) = frame.into_data() {
+    while let Some(frame) = next_frame(&mut body).await {
+        if let Ok(data) = frame?.into_data() {
             hasher.update(&data);
             n += data.len() as u64;
         }
@@ -455,8 +512,8 @@ pub async fn verify_body(
 pub async fn drain(resp: Response<Incoming>) -> anyhow::Result<u64> {
     let mut body = resp.into_body();
     let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.context("body cut short")?.into_data() {
+    while let Some(frame) = next_frame(&mut body).await {
+        if let Ok(data) = frame?.into_data() {
             n += data.len() as u64;
         }
     }
@@ -465,12 +522,7 @@ pub async fn drain(resp: Response<Incoming>) -> anyhow::Result<u64> {
 
 /// Like `verify_body` but keeps the bytes (manifests, which are parsed next).
 pub async fn verified_bytes(resp: Response<Incoming>, digest: &Digest) -> anyhow::Result<Bytes> {
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .context("reading the body")?
-        .to_bytes();
+    let bytes = collect(resp).await?;
     let got = Digest::of(Algorithm::Sha256, &bytes);
     if &got != digest {
         bail!("{digest}: content hashes to {got}");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context as _};
-use registry::oci::{Descriptor, Digest, Manifest};
+use registry::oci::{Descriptor, Digest, Manifest, RepoName, Tag};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -156,6 +156,10 @@ impl<'a> Pass<'a> {
             }
         });
         join_all(jobs).await;
+        if self.stop.load(Ordering::Relaxed) {
+            // What the stop skipped is not copied: the run must not pass.
+            self.fail("stopped by a signal before the pass finished".into());
+        }
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Summary {
@@ -180,13 +184,22 @@ impl<'a> Pass<'a> {
 
     async fn repository(&self, repo: &str) -> anyhow::Result<()> {
         let dest = format!("{}{repo}", self.rule.prefix);
-        let tags: Vec<String> = self
-            .source
-            .tags(repo)
-            .await?
-            .into_iter()
-            .filter(|t| self.rule.tags.admits(t))
-            .collect();
+        // Names from the source go into the target's URLs: only valid ones.
+        for name in [repo, dest.as_str()] {
+            if let Err(e) = name.parse::<RepoName>() {
+                anyhow::bail!("not a valid repository name: {e}");
+            }
+        }
+        let mut tags = vec![];
+        for t in self.source.tags(repo).await? {
+            if t.parse::<Tag>().is_err() {
+                self.fail(format!(
+                    "{repo}: the source lists {t:?}, which is not a valid tag"
+                ));
+            } else if self.rule.tags.admits(&t) {
+                tags.push(t);
+            }
+        }
         for tag in &tags {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -198,10 +211,9 @@ impl<'a> Pass<'a> {
         if self.rule.deletes {
             let have: HashSet<&String> = tags.iter().collect();
             let theirs = self.target.tags(&dest).await?;
-            for t in theirs
-                .iter()
-                .filter(|t| self.rule.tags.admits(t) && !have.contains(t))
-            {
+            for t in theirs.iter().filter(|t| {
+                t.parse::<Tag>().is_ok() && self.rule.tags.admits(t) && !have.contains(t)
+            }) {
                 if self.dry_run {
                     self.planned
                         .lock()
@@ -227,6 +239,10 @@ impl<'a> Pass<'a> {
         };
         if self.target.manifest_digest(dest, tag).await? == Some(m.digest.clone()) {
             self.counters.tags_current.fetch_add(1, Ordering::Relaxed);
+            // A signature or SBOM may have been attached since.
+            if !self.dry_run {
+                self.referrers(repo, dest, &m.digest).await?;
+            }
             return Ok(());
         }
         if self.dry_run {
@@ -293,14 +309,26 @@ impl<'a> Pass<'a> {
                     .fetch_add(1, Ordering::Relaxed);
             }
             self.manifests_done.lock().expect("lock").insert(key);
-            for r in self.source.referrers(repo, &m.digest).await? {
-                let Some(fetched) = self.source.manifest(repo, &r.digest.to_string()).await? else {
-                    continue;
-                };
-                self.manifest(repo, dest, &fetched).await?;
-            }
-            Ok(())
+            self.referrers(repo, dest, &m.digest).await
         })
+    }
+
+    /// Copy the manifests the source lists as referring to `subject`.
+    async fn referrers(&self, repo: &str, dest: &str, subject: &Digest) -> anyhow::Result<()> {
+        for r in self.source.referrers(repo, subject).await? {
+            let fetched = self
+                .source
+                .manifest(repo, &r.digest.to_string())
+                .await?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the source lists {} as a referrer of {subject} but does not serve it",
+                        r.digest
+                    )
+                })?;
+            self.manifest(repo, dest, &fetched).await?;
+        }
+        Ok(())
     }
 
     /// Make a blob present in the target repository: already there, mounted
@@ -384,7 +412,8 @@ impl<'a> Pass<'a> {
         let target = self.target.remote()?;
         let mut up = target.start_upload(dest).await?;
         let mut failures = 0;
-        loop {
+        // A target that reports more than the blob holds: start over.
+        while up.offset < d.size {
             let sent = async {
                 let mut stream = self
                     .source
@@ -394,20 +423,29 @@ impl<'a> Pass<'a> {
                 target.send_chunks(&mut up, stream, CHUNK).await
             }
             .await;
-            match sent {
-                Ok(()) => break,
-                Err(e) => {
-                    failures += 1;
-                    if failures >= ATTEMPTS || transient(&e).is_none() {
-                        return Err(
-                            e.context(format!("sending {} at byte {}", d.digest, up.offset))
-                        );
+            let Err(e) = sent else {
+                break;
+            };
+            failures += 1;
+            if failures >= ATTEMPTS {
+                return Err(e.context(format!("sending {} at byte {}", d.digest, up.offset)));
+            }
+            match transient(&e) {
+                Some(asked) => {
+                    tokio::time::sleep(asked.unwrap_or_else(|| backoff(failures))).await;
+                    // Where to go on from; a session the target lost, or
+                    // an offset past the blob, means a new session.
+                    match target.upload_offset(&mut up).await {
+                        Ok(()) if up.offset <= d.size => {
+                            tracing::info!(digest = %d.digest, offset = up.offset, error = %format!("{e:#}"), "resuming the upload");
+                            self.counters.blobs_resumed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => up = target.start_upload(dest).await?,
                     }
-                    tokio::time::sleep(backoff(failures)).await;
-                    target.upload_offset(&mut up).await?;
-                    tracing::info!(digest = %d.digest, offset = up.offset, error = %format!("{e:#}"), "resuming the upload");
-                    self.counters.blobs_resumed.fetch_add(1, Ordering::Relaxed);
                 }
+                // Refused (a 416 on an offset the target misreported, say):
+                // a new session from the start.
+                None => up = target.start_upload(dest).await?,
             }
         }
         target.finish_upload(&up, &d.digest).await

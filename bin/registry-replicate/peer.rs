@@ -2,16 +2,16 @@
 //! through the storage library. Both answer the same questions: which
 //! repositories and tags exist, what a manifest is, and a blob's bytes.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rand::Rng;
-use registry::client::{header, read_text, Conn, Frames, Target};
+use registry::client::{collect, header, next_frame, read_text, Conn, Frames, Target};
 use registry::oci::{media, Descriptor, Digest, Manifest, Reference, RepoName};
 use registry::storage::{StorageError, Store, StoreOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -122,21 +122,49 @@ where
     }
 }
 
-/// A `StatusError` for an answer the caller did not expect.
-fn unexpected(status: StatusCode, body: &[u8]) -> anyhow::Error {
+/// Pages of a list followed at most.
+const MAX_PAGES: usize = 100_000;
+
+/// The target of `Link: <...>; rel="next"`, among any other links.
+fn next_link(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.split_once(';')?;
+            let is_next = params.split(';').any(|p| {
+                matches!(
+                    p.trim().replace(' ', "").as_str(),
+                    "rel=\"next\"" | "rel=next"
+                )
+            });
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            (is_next && !target.is_empty()).then(|| target.to_string())
+        })
+}
+
+/// A `StatusError` for an answer the caller did not expect, with the wait
+/// a `Retry-After` header asks for.
+fn unexpected(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> anyhow::Error {
     anyhow!(StatusError {
         status,
-        retry_after: None,
+        retry_after: retry_after(headers),
         message: String::from_utf8_lossy(body).chars().take(300).collect(),
     })
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is taken as a minute).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    Some(Duration::from_secs(v.parse::<u64>().unwrap_or(60)))
 }
 
 /// Turn an unexpected answer into a `StatusError` with the registry's words.
 async fn refuse(resp: Response<Incoming>) -> anyhow::Error {
     let status = resp.status();
-    let retry_after = header(&resp, "retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = retry_after(resp.headers());
     let text = read_text(resp).await.unwrap_or_default();
     anyhow!(StatusError {
         status,
@@ -236,11 +264,11 @@ impl Remote {
         let resp = c.send(method, path, headers, body).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
+        let body = match collect(resp).await {
+            Ok(b) => b,
             Err(e) => {
                 c.discard();
-                return Err(anyhow!("reading the answer: {e}"));
+                return Err(e);
             }
         };
         Ok((status, headers, body))
@@ -257,75 +285,65 @@ impl Remote {
     ) -> anyhow::Result<Option<(http::HeaderMap, Bytes)>> {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
         retry(&format!("{method} {path}"), || async {
-            let (status, h, body) = self
+            let (status, answer, body) = self
                 .exchange(method.clone(), path, &headers, Frames::empty())
                 .await?;
             match status {
-                StatusCode::OK => Ok(Some((h, body))),
+                StatusCode::OK => Ok(Some((answer, body))),
                 s if s == StatusCode::NOT_FOUND || also_missing.contains(&s) => Ok(None),
-                _ => Err(unexpected(status, &body)),
+                _ => Err(unexpected(status, &answer, &body)),
             }
         })
         .await
     }
 
-    async fn get_list(&self, first: String, key: &str) -> anyhow::Result<Option<Vec<String>>> {
+    /// Every item of the list `key` in a paginated answer, following
+    /// `Link: <...>; rel="next"`; None if the first page is missing (404,
+    /// or a status in `also_missing`).
+    async fn get_pages(
+        &self,
+        first: String,
+        key: &str,
+        also_missing: &[StatusCode],
+    ) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
         let mut out = vec![];
+        let mut seen = HashSet::new();
         let mut next = Some(first);
         while let Some(path) = next.take() {
-            let (status, headers, body) = retry(&format!("GET {path}"), || async {
-                let (status, headers, body) = self
-                    .exchange(Method::GET, &path, &[], Frames::empty())
-                    .await?;
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    return Err(unexpected(status, &body));
+            if !seen.insert(path.clone()) || seen.len() > MAX_PAGES {
+                bail!("GET {path}: the registry's pages do not end");
+            }
+            let Some((headers, body)) = self.lookup(Method::GET, &path, None, also_missing).await?
+            else {
+                if seen.len() == 1 {
+                    return Ok(None);
                 }
-                Ok((status, headers, body))
-            })
-            .await?;
-            if status == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if status != StatusCode::OK {
-                bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
-            }
+                bail!("GET {path}: a page went missing");
+            };
             let v: serde_json::Value =
                 serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))?;
-            out.extend(
-                v[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str().map(str::to_string)),
-            );
-            // Link: </v2/_catalog?last=x&n=1000>; rel="next"
-            next = headers
-                .get("link")
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| l.split(';').next())
-                .map(|l| {
-                    l.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_string()
-                })
-                .filter(|l| !l.is_empty());
+            out.extend(v[key].as_array().into_iter().flatten().cloned());
+            next = next_link(&headers);
         }
         Ok(Some(out))
     }
 
+    async fn get_list(&self, first: String, key: &str) -> anyhow::Result<Vec<String>> {
+        let items = self.get_pages(first, key, &[]).await?.unwrap_or_default();
+        Ok(items
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect())
+    }
+
     async fn repositories(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self
-            .get_list("/v2/_catalog?n=1000".into(), "repositories")
-            .await?
-            .unwrap_or_default())
+        self.get_list("/v2/_catalog?n=1000".into(), "repositories")
+            .await
     }
 
     async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
-        Ok(self
-            .get_list(format!("/v2/{repo}/tags/list?n=1000"), "tags")
-            .await?
-            .unwrap_or_default())
+        self.get_list(format!("/v2/{repo}/tags/list?n=1000"), "tags")
+            .await
     }
 
     async fn manifest_digest(&self, repo: &str, reference: &str) -> anyhow::Result<Option<Digest>> {
@@ -410,12 +428,12 @@ impl Remote {
     pub async fn delete_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<()> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         retry(&format!("DELETE {path}"), || async {
-            let (status, _, body) = self
+            let (status, headers, body) = self
                 .exchange(Method::DELETE, &path, &[], Frames::empty())
                 .await?;
             match status {
                 StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
-                _ => Err(unexpected(status, &body)),
+                _ => Err(unexpected(status, &headers, &body)),
             }
         })
         .await
@@ -423,7 +441,18 @@ impl Remote {
 
     pub async fn has_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        Ok(self.lookup(Method::HEAD, &path, None, &[]).await?.is_some())
+        retry(&format!("HEAD {path}"), || async {
+            let (status, headers, body) = self
+                .exchange(Method::HEAD, &path, &[], Frames::empty())
+                .await?;
+            match status {
+                // A redirect to where the bytes are kept: it is there.
+                s if s == StatusCode::OK || s.is_redirection() => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => Err(unexpected(status, &headers, &body)),
+            }
+        })
+        .await
     }
 
     /// Link a blob from `from` on the same registry; false if it would not.
@@ -444,7 +473,7 @@ impl Remote {
                     }
                     Ok(false)
                 }
-                _ => Err(unexpected(status, &body)),
+                _ => Err(unexpected(status, &headers, &body)),
             }
         })
         .await
@@ -465,7 +494,24 @@ impl Remote {
         let range = format!("bytes={from}-");
         let headers: &[(&str, &str)] = if from > 0 { &[("range", &range)] } else { &[] };
         let mut c = self.conn().await;
-        let resp = c.send(Method::GET, &path, headers, Frames::empty()).await?;
+        let mut resp = c.send(Method::GET, &path, headers, Frames::empty()).await?;
+        // Registries on object storage send blob reads elsewhere (a 307 to
+        // a signed URL): follow, without our credentials.
+        let mut elsewhere = None;
+        for _ in 0..3 {
+            if !resp.status().is_redirection() {
+                break;
+            }
+            let location = header(&resp, "location")
+                .context("a redirect without Location")?
+                .to_string();
+            read_text(resp).await?;
+            let (target, path) = self.target.redirect(&location)?;
+            let conn = elsewhere.insert(Conn::new(target));
+            resp = conn
+                .send(Method::GET, &path, headers, Frames::empty())
+                .await?;
+        }
         let want = if from > 0 {
             StatusCode::PARTIAL_CONTENT
         } else {
@@ -478,11 +524,14 @@ impl Remote {
         let mut body = resp.into_body();
         let digest = digest.clone();
         // The connection stays with this task until the body is read.
-        let mut conn = c.conn.take();
+        let mut conn = match elsewhere {
+            Some(other) => Some(other),
+            None => c.conn.take(),
+        };
         tokio::spawn(async move {
             let mut hasher = digest.algorithm().hasher();
             let mut n = 0u64;
-            while let Some(frame) = body.frame().await {
+            while let Some(frame) = next_frame(&mut body).await {
                 let data = match frame {
                     Ok(f) => match f.into_data() {
                         Ok(d) => d,
@@ -561,7 +610,7 @@ impl Remote {
                 .exchange(Method::POST, &path, &[], Frames::empty())
                 .await?;
             if status != StatusCode::ACCEPTED {
-                return Err(unexpected(status, &body));
+                return Err(unexpected(status, &headers, &body));
             }
             let location = headers
                 .get("location")
@@ -631,13 +680,16 @@ impl Remote {
     /// Ask the target how much of the upload it holds (after a cut).
     pub async fn upload_offset(&self, up: &mut Upload) -> anyhow::Result<()> {
         let location = up.location.clone();
-        let (status, headers, body) = retry("upload status", || {
-            self.exchange(Method::GET, &location, &[], Frames::empty())
+        let headers = retry("upload status", || async {
+            let (status, headers, body) = self
+                .exchange(Method::GET, &location, &[], Frames::empty())
+                .await?;
+            match status {
+                StatusCode::NO_CONTENT => Ok(headers),
+                _ => Err(unexpected(status, &headers, &body)),
+            }
         })
         .await?;
-        if status != StatusCode::NO_CONTENT {
-            return Err(unexpected(status, &body));
-        }
         // `Range: 0-N` holds bytes 0..=N; "0-0" is also what an empty
         // upload reports, and resending one byte costs nothing.
         let end = headers
@@ -657,27 +709,32 @@ impl Remote {
     pub async fn finish_upload(&self, up: &Upload, digest: &Digest) -> anyhow::Result<()> {
         let sep = if up.location.contains('?') { '&' } else { '?' };
         let put = format!("{}{sep}digest={digest}", up.location);
-        let (status, _, body) = retry("upload PUT", || {
-            self.exchange(Method::PUT, &put, &[], Frames::empty())
+        retry("upload PUT", || async {
+            let (status, headers, body) = self
+                .exchange(Method::PUT, &put, &[], Frames::empty())
+                .await?;
+            match status {
+                StatusCode::CREATED => Ok(()),
+                _ => Err(unexpected(status, &headers, &body)),
+            }
         })
-        .await?;
-        if status != StatusCode::CREATED {
-            return Err(unexpected(status, &body));
-        }
-        Ok(())
+        .await
     }
 
     async fn referrers(&self, repo: &str, digest: &Digest) -> anyhow::Result<Vec<Descriptor>> {
-        let path = format!("/v2/{repo}/referrers/{digest}");
         // A registry without the referrers API (Distribution 2.8) has none.
-        let Some((_, body)) = self
-            .lookup(Method::GET, &path, None, &[StatusCode::METHOD_NOT_ALLOWED])
+        let items = self
+            .get_pages(
+                format!("/v2/{repo}/referrers/{digest}"),
+                "manifests",
+                &[StatusCode::METHOD_NOT_ALLOWED],
+            )
             .await?
-        else {
-            return Ok(vec![]);
-        };
-        let v: serde_json::Value = serde_json::from_slice(&body).context("referrers: not JSON")?;
-        Ok(serde_json::from_value(v["manifests"].clone()).unwrap_or_default())
+            .unwrap_or_default();
+        items
+            .into_iter()
+            .map(|d| serde_json::from_value(d).context("referrers: a bad descriptor"))
+            .collect()
     }
 }
 
@@ -920,5 +977,42 @@ fn read_into(
         let _ = tx.blocking_send(Err(std::io::Error::other(format!(
             "the file on disk hashes to {got}"
         ))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(next_link(&h), None);
+        h.insert(
+            "link",
+            r#"</v2/_catalog?last=b&n=2>; rel="next""#.parse().unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/_catalog?last=b&n=2"));
+        h.insert(
+            "link",
+            r#"</v2/x?p=1>; rel="prev", </v2/x?p=3>; rel="next""#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/x?p=3"));
+        h.insert("link", r#"</v2/x?p=1>; rel="prev""#.parse().unwrap());
+        assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
     }
 }

@@ -35,17 +35,41 @@ fn peers(a: &str, b: &str) -> String {
     format!("peers:\n  a:\n    url: http://{a}\n  b:\n    url: http://{b}\n")
 }
 
-/// An image pushed by digest only (an index's child); bytes and digest.
-fn push_child(c: &Client, repo: &str, seed: &str) -> (Vec<u8>, String) {
-    let config = format!(r#"{{"architecture":"{seed}","os":"linux"}}"#);
-    let layer = format!("layer of {seed} ").repeat(500);
+/// An image of one layer, `layer`, with a config naming `seed`, put at
+/// `reference` (a tag, or None for its own digest); bytes and digest.
+fn push_layer_image(
+    c: &Client,
+    repo: &str,
+    reference: Option<&str>,
+    seed: &str,
+    layer: &[u8],
+) -> (Vec<u8>, String) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
     let cd = c.push_blob(repo, config.as_bytes());
-    let ld = c.push_blob(repo, layer.as_bytes());
+    let ld = c.push_blob(repo, layer);
     let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
     let d = sha256(m.as_bytes());
-    c.put_manifest(repo, &d, OCI_MANIFEST, m.as_bytes())
+    c.put_manifest(repo, reference.unwrap_or(&d), OCI_MANIFEST, m.as_bytes())
         .expect(201, None);
     (m.into_bytes(), d)
+}
+
+/// `size` bytes that differ with `seed`.
+fn noise(size: usize, seed: u32) -> Vec<u8> {
+    (0..size as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8)
+        .collect()
+}
+
+/// An image pushed by digest only (an index's child); bytes and digest.
+fn push_child(c: &Client, repo: &str, seed: &str) -> (Vec<u8>, String) {
+    push_layer_image(
+        c,
+        repo,
+        None,
+        seed,
+        format!("layer of {seed} ").repeat(500).as_bytes(),
+    )
 }
 
 /// A multi-arch index of two images, tagged `tag`; the index digest.
@@ -190,6 +214,15 @@ fn copies_images_indexes_and_referrers_then_only_what_changed() {
         "{s}"
     );
 
+    // A signature attached later to a tag already copied comes along.
+    let sig2 = push_referrer(&ca, "apps/web", &web_digest, web.len());
+    let (code, _, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    let refs = cb
+        .get(&format!("/v2/apps/web/referrers/{web_digest}"))
+        .json();
+    assert!(refs.to_string().contains(&sig2), "{refs}");
+
     // A tag moved: only it is copied, and only its new blobs.
     let (_, moved) = ca.push_image("apps/web", "v2", "web-2-rebuilt");
     let (code, s, err) = replicate(dir.path(), &yaml, &[]);
@@ -323,14 +356,7 @@ fn to_and_from_distribution() {
     co.push_image("lib/app", "1", "for distribution");
     let idx = push_index(&co, "lib/multi", "all");
     // Over 16 MiB: sent in chunks (PATCH with Content-Range) both ways.
-    let big: Vec<u8> = (0..20u32 << 20)
-        .map(|i| (i.wrapping_mul(2246822519) >> 24) as u8)
-        .collect();
-    let bd = co.push_blob("lib/big", &big);
-    let cfg = co.push_blob("lib/big", br#"{"architecture":"amd64","os":"linux"}"#);
-    let m = image_manifest(&cfg, 37, &[(&bd, big.len())], None);
-    co.put_manifest("lib/big", "1", OCI_MANIFEST, m.as_bytes())
-        .expect(201, None);
+    push_layer_image(&co, "lib/big", Some("1"), "big", &noise(20 << 20, 1));
     let dir = tempfile::tempdir().unwrap();
     // Three registries: ours -> Distribution -> another of ours.
     let yaml = format!(
@@ -359,14 +385,7 @@ fn busy_answers_and_a_cut_mid_blob_are_retried_and_resumed() {
     use std::sync::atomic::Ordering;
     let (a, b) = (Server::start(), Server::start());
     let (ca, cb) = (Client::new(&a), Client::new(&b));
-    let big: Vec<u8> = (0..24u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
-    let bd = ca.push_blob("big/app", &big);
-    let cfg = ca.push_blob("big/app", br#"{"architecture":"amd64","os":"linux"}"#);
-    let m = image_manifest(&cfg, 37, &[(&bd, big.len())], None);
-    ca.put_manifest("big/app", "v1", OCI_MANIFEST, m.as_bytes())
-        .expect(201, None);
+    push_layer_image(&ca, "big/app", Some("v1"), "big", &noise(24 << 20, 2));
     let proxy = proxy::FaultProxy::start(
         &b.addr,
         proxy::Faults {
@@ -628,14 +647,9 @@ fn the_daemon_follows_a_store_on_disk_serves_metrics_and_stops_on_sigterm() {
 fn a_blob_shared_by_repositories_crosses_once_and_is_mounted_for_the_others() {
     let (a, b) = (Server::start(), Server::start());
     let ca = Client::new(&a);
-    let layer: Vec<u8> = (0..3u32 << 20).map(|i| (i % 249) as u8).collect();
+    let layer = noise(3 << 20, 3);
     for repo in ["shared/one", "shared/two", "shared/three"] {
-        let ld = ca.push_blob(repo, &layer);
-        let config = format!(r#"{{"architecture":"amd64","os":"linux","repo":"{repo}"}}"#);
-        let cd = ca.push_blob(repo, config.as_bytes());
-        let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
-        ca.put_manifest(repo, "1", OCI_MANIFEST, m.as_bytes())
-            .expect(201, None);
+        push_layer_image(&ca, repo, Some("1"), repo, &layer);
     }
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
@@ -656,12 +670,7 @@ fn a_blob_shared_by_repositories_crosses_once_and_is_mounted_for_the_others() {
 fn a_bandwidth_limit_paces_blob_bytes() {
     let (a, b) = (Server::start(), Server::start());
     let ca = Client::new(&a);
-    let blob: Vec<u8> = (0..6u32 << 20).map(|i| (i % 241) as u8).collect();
-    let bd = ca.push_blob("slow/app", &blob);
-    let cd = ca.push_blob("slow/app", b"{}");
-    let m = image_manifest(&cd, 2, &[(&bd, blob.len())], None);
-    ca.put_manifest("slow/app", "1", OCI_MANIFEST, m.as_bytes())
-        .expect(201, None);
+    push_layer_image(&ca, "slow/app", Some("1"), "slow", &noise(6 << 20, 4));
     let dir = tempfile::tempdir().unwrap();
     // 6 MiB at 2 MiB/s: at least about 3 s, however fast the machine.
     let yaml = format!(
@@ -681,4 +690,40 @@ fn a_bandwidth_limit_paces_blob_bytes() {
     let (code, _, err) = replicate(dir.path(), &yaml.replace("2MiB", "fast"), &[]);
     assert_eq!(code, 2);
     assert!(err.contains("peers.b.bandwidth"), "{err}");
+}
+
+#[test]
+fn a_once_run_stopped_by_sigterm_fails() {
+    let (a, b) = (Server::start(), Server::start());
+    let ca = Client::new(&a);
+    for (i, repo) in ["s/one", "s/two", "s/three"].into_iter().enumerate() {
+        push_layer_image(&ca, repo, Some("1"), repo, &noise(2 << 20, 10 + i as u32));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("replication.yml");
+    // 1 MiB/s with one repository at a time: about 6 s in all.
+    std::fs::write(
+        &file,
+        format!(
+            "peers:\n  a:\n    url: http://{}\n    concurrency: 1\n  b:\n    url: http://{}\n    bandwidth: 1MiB\nrules:\n  - source: a\n    target: b\n",
+            a.addr, b.addr
+        ),
+    )
+    .unwrap();
+    let child = Command::new(REPLICATE)
+        .arg(&file)
+        .args(["--once", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a stopped run must not pass");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped by a signal"), "{stdout}");
 }
