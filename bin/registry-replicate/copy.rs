@@ -17,6 +17,8 @@ use crate::config::Rule;
 use crate::limit::{throttle, Limiter};
 use crate::peer::{backoff, retry, transient, Fetched, Peer, ATTEMPTS};
 
+/// Tags of one repository compared or copied at once.
+const TAGS_AT_ONCE: usize = 8;
 /// Blobs larger than this are sent in chunks that can resume after a cut.
 const CHUNKED_ABOVE: u64 = 16 << 20;
 /// Size of those chunks (each PATCH holds one in memory).
@@ -200,14 +202,20 @@ impl<'a> Pass<'a> {
                 tags.push(t);
             }
         }
-        for tag in &tags {
+        // Tags side by side: the peers' own limits bound the requests, and
+        // shared blobs and manifests are copied once (see `blob`).
+        let slots = tokio::sync::Semaphore::new(TAGS_AT_ONCE);
+        let (slots, dest_ref) = (&slots, &dest);
+        join_all(tags.iter().map(|tag| async move {
+            let _slot = slots.acquire().await.expect("never closed");
             if self.stop.load(Ordering::Relaxed) {
-                return Ok(());
+                return;
             }
-            if let Err(e) = self.tag(repo, &dest, tag).await {
+            if let Err(e) = self.tag(repo, dest_ref, tag).await {
                 self.fail(format!("{repo}:{tag}: {e:#}"));
             }
-        }
+        }))
+        .await;
         if self.rule.deletes {
             let have: HashSet<&String> = tags.iter().collect();
             let theirs = self.target.tags(&dest).await?;
@@ -233,18 +241,26 @@ impl<'a> Pass<'a> {
     }
 
     async fn tag(&self, repo: &str, dest: &str, tag: &str) -> anyhow::Result<()> {
-        let Some(m) = self.source.manifest(repo, tag).await? else {
+        // Digests first (HEAD on both sides); the manifest is read only if
+        // it must be copied, by digest, so a tag moving meanwhile cannot
+        // mix two versions.
+        let Some(digest) = self.source.manifest_digest(repo, tag).await? else {
             // Deleted while we looked.
             return Ok(());
         };
-        if self.target.manifest_digest(dest, tag).await? == Some(m.digest.clone()) {
+        if self.target.manifest_digest(dest, tag).await? == Some(digest.clone()) {
             self.counters.tags_current.fetch_add(1, Ordering::Relaxed);
             // A signature or SBOM may have been attached since.
             if !self.dry_run {
-                self.referrers(repo, dest, &m.digest).await?;
+                self.referrers(repo, dest, &digest).await?;
             }
             return Ok(());
         }
+        let m = self
+            .source
+            .manifest(repo, &digest.to_string())
+            .await?
+            .ok_or_else(|| anyhow!("{digest} vanished from the source while being read"))?;
         if self.dry_run {
             self.planned
                 .lock()

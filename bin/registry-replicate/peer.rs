@@ -176,6 +176,8 @@ async fn refuse(resp: Response<Incoming>) -> anyhow::Error {
 /// A registry over HTTP, with a pool of kept-alive connections and a
 /// limit on requests in flight.
 pub struct Remote {
+    /// Set once the registry answers the referrers API with 404.
+    no_referrers_api: std::sync::atomic::AtomicBool,
     target: Arc<Target>,
     pool: Mutex<Vec<Conn>>,
     slots: Arc<Semaphore>,
@@ -222,6 +224,7 @@ impl Pooled<'_> {
 impl Remote {
     pub fn new(target: Target, concurrency: usize) -> Remote {
         Remote {
+            no_referrers_api: Default::default(),
             target: Arc::new(target),
             pool: Mutex::new(vec![]),
             slots: Arc::new(Semaphore::new(concurrency)),
@@ -722,15 +725,23 @@ impl Remote {
     }
 
     async fn referrers(&self, repo: &str, digest: &Digest) -> anyhow::Result<Vec<Descriptor>> {
-        // A registry without the referrers API (Distribution 2.8) has none.
-        let items = self
+        use std::sync::atomic::Ordering;
+        if self.no_referrers_api.load(Ordering::Relaxed) {
+            return Ok(vec![]);
+        }
+        // A registry without the referrers API (Distribution 2.8) answers
+        // 404 where the spec says an empty list: it has none, ever.
+        let Some(items) = self
             .get_pages(
                 format!("/v2/{repo}/referrers/{digest}"),
                 "manifests",
                 &[StatusCode::METHOD_NOT_ALLOWED],
             )
             .await?
-            .unwrap_or_default();
+        else {
+            self.no_referrers_api.store(true, Ordering::Relaxed);
+            return Ok(vec![]);
+        };
         items
             .into_iter()
             .map(|d| serde_json::from_value(d).context("referrers: a bad descriptor"))
