@@ -322,27 +322,32 @@ async fn handle(
     m.record(route, &method, resp.status().as_u16(), start.elapsed());
     m.bytes_in
         .fetch_add(declared_in, std::sync::atomic::Ordering::Relaxed);
-    if !head {
-        let out = resp
+    let written = match head {
+        true => 0,
+        false => resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        m.bytes_out
-            .fetch_add(out, std::sync::atomic::Ordering::Relaxed);
-    }
+            .unwrap_or(0),
+    };
+    m.bytes_out
+        .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
     if app.config.log.accesslog {
-        tracing::info!(
+        // Distribution's field names and message, so that log pipelines
+        // built for it read these lines too.
+        tracing::event!(
             target: "registry::access",
-            remote = %peer,
-            method = %method,
-            uri = %uri,
+            tracing::Level::INFO,
+            http.request.remoteaddr = %peer,
+            http.request.method = %method,
+            http.request.uri = %uri,
+            http.request.useragent = %user_agent,
+            auth.user.name = %user,
+            http.response.status = resp.status().as_u16(),
+            http.response.written = written,
+            http.response.duration = ?start.elapsed(),
             route = route,
-            user = %user,
-            status = resp.status().as_u16(),
-            duration_ms = start.elapsed().as_secs_f64() * 1e3,
-            user_agent = %user_agent,
-            "request"
+            "response completed"
         );
     }
     Ok(resp)

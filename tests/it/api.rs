@@ -262,7 +262,11 @@ fn each_request_is_logged_inside_its_span() {
                 line.contains("request{id=1 route=\"tags\"}"),
                 "access line outside its span: {line}"
             );
-            assert!(line.contains("status=404"), "{line}");
+            assert!(line.contains("http.response.status=404"), "{line}");
+            assert!(
+                line.contains("http.request.uri=/v2/nope/tags/list"),
+                "{line}"
+            );
             return;
         }
         seen.push(line);

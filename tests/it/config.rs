@@ -117,7 +117,9 @@ fn json_logs_carry_log_fields() {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["service"], "registry");
     assert_eq!(v["environment"], "test env");
-    assert_eq!(v["fields"]["status"], 200);
+    assert_eq!(v["fields"]["http.response.status"], 200);
+    assert_eq!(v["fields"]["http.request.method"], "GET");
+    assert_eq!(v["fields"]["message"], "response completed");
     assert_eq!(v["fields"]["route"], "base");
 }
 
