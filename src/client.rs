@@ -277,6 +277,7 @@ impl Conn {
         self.send_once(method, path, headers, body).await
     }
 
+    /// One request as given; `path` is already a path and query.
     async fn send_once(
         &mut self,
         method: Method,
@@ -284,7 +285,6 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Frames,
     ) -> anyhow::Result<Response<Incoming>> {
-        let path = local_path(path);
         let has_body = matches!(method, Method::PUT | Method::POST | Method::PATCH);
         let mut req = Request::builder()
             .method(method)
@@ -336,6 +336,39 @@ impl Conn {
     pub fn reset(&mut self) {
         self.sender = None;
     }
+}
+
+/// Run futures together on the calling task and collect their outputs in
+/// order: for a handful of I/O-bound jobs that borrow from the caller (a
+/// spawned task could not), as both tools run them.
+pub async fn join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 /// How long a connection may take to open.

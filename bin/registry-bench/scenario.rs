@@ -11,7 +11,7 @@ use registry::oci::{media, Digest};
 
 use crate::content::{Blob, BlobMaker, Image};
 use registry::client::{
-    drain, expect, header, read_text, verified_bytes, verify_body, Conn, Frames,
+    drain, expect, header, join_all, read_text, verified_bytes, verify_body, Conn, Frames,
 };
 
 const MIB: usize = 1 << 20;
@@ -383,35 +383,6 @@ impl Fixture {
         }
         Ok(total)
     }
-}
-
-/// Run futures together on this task (few of them, all I/O).
-async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 fn with_query(location: &str, query: &str) -> String {

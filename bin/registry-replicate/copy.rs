@@ -16,6 +16,7 @@ use tokio::sync::OnceCell;
 use crate::config::Rule;
 use crate::limit::{throttle, Limiter};
 use crate::peer::{backoff, retry, transient, Fetched, Peer, ATTEMPTS};
+use registry::client::join_all;
 
 /// Tags of one repository compared or copied at once.
 const TAGS_AT_ONCE: usize = 8;
@@ -466,20 +467,6 @@ impl<'a> Pass<'a> {
         }
         target.finish_upload(&up, &d.digest).await
     }
-}
-
-/// Run futures together on this task.
-async fn join_all<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if set.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
 }
 
 impl Summary {
