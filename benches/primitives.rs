@@ -1,10 +1,8 @@
 //! The pure pieces: hashing upload frames, parsing what every request
 //! carries (digests, names, references), parsing and checking manifests.
 //!
-//! `cargo bench --bench primitives` measures sha2 as built by default;
-//! `cargo bench --bench primitives --features sha2-asm` the same with
-//! sha2's assembly backend, for comparison. (sha2 picks SHA-NI at run time
-//! either way where the CPU has it.)
+//! `cargo bench --bench primitives` measures sha2 as built (it picks
+//! SHA-NI at run time where the CPU has it).
 
 use std::hint::black_box;
 
@@ -14,15 +12,10 @@ use registry::oci::{Algorithm, Digest, Manifest, Reference, RepoName};
 const MIB: usize = 1 << 20;
 
 fn hashing(c: &mut Criterion) {
-    let backend = if cfg!(feature = "sha2-asm") {
-        "sha2 asm"
-    } else {
-        "sha2"
-    };
     let frame: Vec<u8> = (0..MIB).map(|i| (i * 31 % 251) as u8).collect();
     let mut g = c.benchmark_group("sha256");
     g.throughput(Throughput::Bytes(MIB as u64));
-    g.bench_function(format!("one 1 MiB frame ({backend})"), |b| {
+    g.bench_function("one 1 MiB frame", |b| {
         b.iter(|| {
             let mut h = Algorithm::Sha256.hasher();
             h.update(black_box(&frame));
@@ -30,18 +23,15 @@ fn hashing(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Bytes(64 * MIB as u64));
-    g.bench_function(
-        format!("64 MiB streamed in 1 MiB frames ({backend})"),
-        |b| {
-            b.iter(|| {
-                let mut h = Algorithm::Sha256.hasher();
-                for _ in 0..64 {
-                    h.update(black_box(&frame));
-                }
-                h.finish()
-            })
-        },
-    );
+    g.bench_function("64 MiB streamed in 1 MiB frames", |b| {
+        b.iter(|| {
+            let mut h = Algorithm::Sha256.hasher();
+            for _ in 0..64 {
+                h.update(black_box(&frame));
+            }
+            h.finish()
+        })
+    });
     g.finish();
 }
 

@@ -21,6 +21,7 @@ use http::{Method, StatusCode};
 use registry::config::Config;
 use registry::oci::{RepoName, Tag};
 use registry::server::{self, App};
+use registry::storage::backend::fs::Filesystem;
 use registry::storage::{Index, Layout};
 
 use crate::content::BlobMaker;
@@ -167,7 +168,9 @@ fn write_store(root: &Path) {
 
 fn listings(c: &mut Criterion) {
     let h = Harness::start(write_store);
-    let index = Index::build(&Layout::new(&h.dir.path().join("data"))).unwrap();
+    let layout = Layout::new(&h.dir.path().join("data"));
+    let files = Filesystem::new(layout.tmp_dir());
+    let index = Index::build(&files, &layout).unwrap();
     assert_eq!(index.repo_count(), REPOS + 1);
     let many: RepoName = "bench/many-tags".parse().unwrap();
     let mut g = c.benchmark_group("listings");

@@ -99,7 +99,7 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.http.addr))?;
         let addr = listener.local_addr()?;
-        let root = config.storage.rootdirectory.clone();
+        let root = server::storage_name(&config);
         let debug = match &config.http.debug {
             Some(d) => Some(
                 tokio::net::TcpListener::bind(d.addr.as_str())
@@ -111,7 +111,7 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         let app = App::new(config)?;
         tracing::info!(
             addr = %addr,
-            root = %root.display(),
+            root = %root,
             repositories = app.store.index().repo_count(),
             version = env!("CARGO_PKG_VERSION"),
             "listening on {addr}"

@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use yaml_serde::{Mapping, Value};
 
+pub use crate::storage::backend::s3::S3Config;
+use crate::storage::backend::s3::{DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
+
 /// The whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -56,6 +59,8 @@ pub struct LogConfig {
 
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
+    /// `storage.s3`: the store is in a bucket; `rootdirectory` is unused.
+    pub s3: Option<S3Config>,
     pub rootdirectory: PathBuf,
     /// Upload data written with O_DIRECT (our extension: `storage.filesystem.directwrites`).
     pub directwrites: bool,
@@ -503,13 +508,41 @@ const SCHEMA: &[(&str, Node)] = &[
                 ]),
             ),
             ("inmemory", Node::Refused("the inmemory storage driver is not available; use filesystem")),
-            ("s3", Node::Refused("the s3 storage driver is not implemented yet; use filesystem")),
+            (
+                "s3",
+                Node::Section(&[
+                    ("accesskey", Node::Leaf),
+                    ("secretkey", Node::Leaf),
+                    ("sessiontoken", Node::Leaf),
+                    ("region", Node::Leaf),
+                    ("regionendpoint", Node::Leaf),
+                    ("bucket", Node::Leaf),
+                    ("forcepathstyle", Node::Leaf),
+                    ("secure", Node::Leaf),
+                    ("skipverify", Node::Leaf),
+                    ("v4auth", Node::Leaf),
+                    ("rootdirectory", Node::Leaf),
+                    ("chunksize", Node::Leaf),
+                    // Read only to refuse what we would not honour (see read_s3).
+                    ("encrypt", Node::Leaf),
+                    ("keyid", Node::Leaf),
+                    ("storageclass", Node::Leaf),
+                    ("objectacl", Node::Leaf),
+                    ("usedualstack", Node::Leaf),
+                    ("accelerate", Node::Leaf),
+                    ("useragent", Node::Unimplemented),
+                    ("multipartcopychunksize", Node::Unimplemented),
+                    ("multipartcopymaxconcurrency", Node::Unimplemented),
+                    ("multipartcopythresholdsize", Node::Unimplemented),
+                    ("loglevel", Node::Unimplemented),
+                ]),
+            ),
             ("azure", Node::Refused("the azure storage driver is not implemented; use filesystem")),
             ("gcs", Node::Refused("the gcs storage driver is not implemented; use filesystem")),
             ("swift", Node::Refused("the swift storage driver is not implemented; use filesystem")),
             ("oss", Node::Refused("the oss storage driver is not implemented; use filesystem")),
             ("delete", Node::Section(&[("enabled", Node::Leaf)])),
-            ("redirect", Node::Unimplemented),
+            ("redirect", Node::Section(&[("disable", Node::Leaf)])),
             ("cache", Node::Unimplemented),
             (
                 "maintenance",
@@ -835,6 +868,92 @@ fn read_auth(tree: &Value) -> Result<AuthConfig, String> {
     })
 }
 
+/// `storage.s3`, Distribution's keys. Settings whose value asks for what
+/// this registry does not do (encryption with a KMS key, another storage
+/// class, signature V2) stop the start with the key named.
+fn read_s3(tree: &Value) -> Result<Option<S3Config>, String> {
+    let Some(section) = lookup(tree, "storage.s3") else {
+        return Ok(None);
+    };
+    if !section.is_mapping() {
+        return Err("storage.s3 must be a mapping of keys".into());
+    }
+    let key = |k: &str| format!("storage.s3.{k}");
+    let refuse = |k: &str, why: &str| Err(format!("'storage.s3.{k}': {why}"));
+    if !get_bool(tree, &key("v4auth"), true)? {
+        return refuse(
+            "v4auth",
+            "only AWS Signature Version 4 is implemented; remove v4auth: false",
+        );
+    }
+    if get_bool(tree, &key("encrypt"), false)? {
+        return refuse("encrypt", "server-side encryption is not implemented; use a bucket with default encryption instead");
+    }
+    if get_string(tree, &key("keyid"))?.is_some_and(|k| !k.is_empty()) {
+        return refuse("keyid", "KMS encryption keys are not implemented");
+    }
+    if let Some(class) = get_string(tree, &key("storageclass"))? {
+        if !["STANDARD", "NONE", ""].contains(&class.to_ascii_uppercase().as_str()) {
+            return refuse(
+                "storageclass",
+                "only the bucket's default (STANDARD) storage class is implemented",
+            );
+        }
+    }
+    if let Some(acl) = get_string(tree, &key("objectacl"))? {
+        if acl != "private" {
+            return refuse("objectacl", "only private objects are written");
+        }
+    }
+    for flag in ["usedualstack", "accelerate"] {
+        if get_bool(tree, &key(flag), false)? {
+            return refuse(
+                flag,
+                "is not implemented; give the endpoint in regionendpoint",
+            );
+        }
+    }
+    let accesskey = get_string(tree, &key("accesskey"))?.filter(|s| !s.is_empty());
+    let secretkey = get_string(tree, &key("secretkey"))?.filter(|s| !s.is_empty());
+    if accesskey.is_some() != secretkey.is_some() {
+        return Err("storage.s3.accesskey and storage.s3.secretkey go together: give both, or neither to use the AWS environment".into());
+    }
+    let chunksize = match get_string(tree, &key("chunksize"))? {
+        None => DEFAULT_CHUNK_SIZE,
+        Some(s) => {
+            let n = parse_size(&s).map_err(|e| format!("storage.s3.chunksize: {e}"))?;
+            if n < MIN_CHUNK_SIZE as u64 || n > (5u64 << 30) {
+                return Err(format!(
+                    "storage.s3.chunksize {n} must be between 5 MiB ({MIN_CHUNK_SIZE}) and 5 GiB: S3's part sizes"
+                ));
+            }
+            n as usize
+        }
+    };
+    let regionendpoint = get_string(tree, &key("regionendpoint"))?.filter(|s| !s.is_empty());
+    let rootdirectory = get_string(tree, &key("rootdirectory"))?.unwrap_or_default();
+    if rootdirectory.split('/').any(|p| p == "." || p == "..") {
+        return Err(format!(
+            "storage.s3.rootdirectory {rootdirectory:?} must not hold . or .."
+        ));
+    }
+    Ok(Some(S3Config {
+        accesskey,
+        secretkey,
+        sessiontoken: get_string(tree, &key("sessiontoken"))?.filter(|s| !s.is_empty()),
+        region: required(tree, &key("region"))?,
+        // Distribution 2.8 always spoke path style to a regionendpoint.
+        forcepathstyle: get_bool(tree, &key("forcepathstyle"), regionendpoint.is_some())?,
+        regionendpoint,
+        bucket: required(tree, &key("bucket"))?,
+        secure: get_bool(tree, &key("secure"), true)?,
+        skipverify: get_bool(tree, &key("skipverify"), false)?,
+        rootdirectory,
+        chunksize,
+        redirect_disable: get_bool(tree, "storage.redirect.disable", false)?,
+    }))
+}
+
 fn read_debug(tree: &Value) -> Result<Option<DebugConfig>, String> {
     let Some(addr) = get_string(tree, "http.debug.addr")?.filter(|a| !a.is_empty()) else {
         if lookup(tree, "http.debug.prometheus").is_some() {
@@ -1032,7 +1151,14 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
     if rootdirectory.is_empty() {
         return Err("storage.filesystem.rootdirectory must not be empty".into());
     }
+    let s3 = read_s3(tree)?;
+    if s3.is_some() && lookup(tree, "storage.filesystem").is_some() {
+        return Err(
+            "storage: both filesystem and s3 are configured; keep the one the registry uses".into(),
+        );
+    }
     let storage = StorageConfig {
+        s3,
         rootdirectory: PathBuf::from(rootdirectory),
         directwrites: get_bool(tree, "storage.filesystem.directwrites", true)?,
         delete_enabled: get_bool(tree, "storage.delete.enabled", false)?,

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use rand::Rng;
 use registry::client::{collect, header, next_frame, read_text, Conn, Frames, Target};
 use registry::oci::{media, Descriptor, Digest, Manifest, Reference, RepoName};
-use registry::storage::{StorageError, Store, StoreOptions};
+use registry::storage::{BlobContent, StorageError, Store, StoreOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Every manifest type a copy may meet, for `Accept`.
@@ -925,10 +925,14 @@ impl Peer {
             Peer::Local(l) => {
                 let store = l.store();
                 let (name, d) = (repo_name(repo)?, digest.clone());
-                let (file, len) = blocking(move || Ok(store.open_blob(&name, &d)?)).await?;
+                let blob = blocking(move || Ok(store.open_blob(&name, &d)?)).await?;
+                let len = blob.size;
                 if len != size {
                     bail!("{digest}: {len} bytes on disk, the manifest says {size}");
                 }
+                let BlobContent::File(file) = blob.content else {
+                    bail!("{digest}: a local store is read from a directory");
+                };
                 let (tx, rx) = mpsc::channel(4);
                 let digest = digest.clone();
                 tokio::task::spawn_blocking(move || read_into(file, from, digest, tx));

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use super::{GcError, Options};
 use crate::oci::{Digest, Manifest, ManifestError, RepoName};
-use crate::storage::fsutil::read_link;
+use crate::storage::backend::fs::{read_link, Filesystem};
 use crate::storage::{Index, Layout};
 
 /// A manifest revision that no tag reaches (with `delete_untagged`).
@@ -47,7 +47,9 @@ pub fn mark(
     cutoff: SystemTime,
     stop: &AtomicBool,
 ) -> Result<Marked, GcError> {
-    let index = Index::build(layout).map_err(|e| GcError::io(&layout.repositories_dir(), e))?;
+    let files = Filesystem::new(layout.tmp_dir());
+    let index =
+        Index::build(&files, layout).map_err(|e| GcError::io(&layout.repositories_dir(), e))?;
     let repos = index.catalog(usize::MAX, None, |_| true).items;
     let result = Mutex::new(Marked {
         repositories: repos.len(),

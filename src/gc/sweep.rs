@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime};
 use super::mark::{read_dir, Marked};
 use super::{par_each, GcError, Options, Report};
 use crate::oci::{Digest, RepoName};
-use crate::storage::fsutil::prune_empty_parents;
-use crate::storage::purge::{purge, remove_session, PurgeAges};
+use crate::storage::backend::fs::{prune_empty_parents, Filesystem};
+use crate::storage::backend::Backend;
+use crate::storage::purge::{purge, PurgeAges};
 use crate::storage::Layout;
 
 /// Temp files are left alone this long at least, whatever the grace: the
@@ -286,9 +287,14 @@ impl<'a> Sweeper<'a> {
             upload: self.options.upload_age,
             temp: self.options.grace.max(TEMP_MIN_AGE),
         };
-        let purged = purge(self.layout, ages, self.options.dry_run, |_, dir| {
-            remove_session(dir)
-        })
+        let backend = Backend::Filesystem(Filesystem::new(self.layout.tmp_dir()));
+        let purged = purge(
+            &backend,
+            self.layout,
+            ages,
+            self.options.dry_run,
+            |_, _, dir| backend.objects().delete_dir(dir).map(|()| true),
+        )
         .map_err(|e| GcError::io(self.layout.v2(), e))?;
         report.uploads_deleted += purged.uploads;
         report.temp_files_deleted += purged.temp_files;

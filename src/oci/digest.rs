@@ -166,6 +166,28 @@ impl Hasher {
         }
     }
 
+    /// The state after the bytes so far, to continue elsewhere
+    /// (`resume`); `None` for other algorithms than SHA-256.
+    pub fn save(&self) -> Option<Vec<u8>> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Hasher::Sha256(h) => Some(h.serialize().to_vec()),
+            Hasher::Sha512(_) => None,
+        }
+    }
+
+    /// A hasher continuing from a saved state; `None` if it is not one.
+    pub fn resume(algorithm: Algorithm, state: &[u8]) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match algorithm {
+            Algorithm::Sha256 => {
+                let state = state.try_into().ok()?;
+                Sha256::deserialize(state).ok().map(Hasher::Sha256)
+            }
+            Algorithm::Sha512 => None,
+        }
+    }
+
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
             Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
@@ -218,6 +240,18 @@ mod tests {
         let d = Digest::of(Algorithm::Sha512, b"abc");
         assert_eq!(d.hex().len(), 128);
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn saved_state_resumes() {
+        let mut h = Algorithm::Sha256.hasher();
+        h.update(&[7u8; 100]);
+        let saved = h.save().unwrap();
+        let mut resumed = Hasher::resume(Algorithm::Sha256, &saved).unwrap();
+        h.update(b"tail");
+        resumed.update(b"tail");
+        assert_eq!(resumed.finish(), h.finish());
+        assert!(Hasher::resume(Algorithm::Sha256, b"short").is_none());
     }
 
     #[test]

@@ -125,6 +125,15 @@ impl From<StorageError> for ApiError {
                 err.internal = Some(format!("{path}: {source}"));
                 err
             }
+            S::Unavailable(why) => {
+                let mut err = ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    "storage is unavailable: try again shortly",
+                )
+                .with_header(http::header::RETRY_AFTER, "5");
+                err.internal = Some(why);
+                err
+            }
         }
     }
 }

@@ -59,20 +59,23 @@ impl App {
             )),
             None => None,
         };
-        let root = config.storage.rootdirectory.clone();
-        let store = Store::open(
-            &config.storage.rootdirectory,
-            StoreOptions {
-                delete_enabled: config.storage.delete_enabled,
-                readonly: config.storage.readonly,
-                write_mode: if config.storage.directwrites {
-                    WriteMode::Direct
-                } else {
-                    WriteMode::Buffered
-                },
+        let options = StoreOptions {
+            delete_enabled: config.storage.delete_enabled,
+            readonly: config.storage.readonly,
+            write_mode: if config.storage.directwrites {
+                WriteMode::Direct
+            } else {
+                WriteMode::Buffered
             },
-        )
-        .map_err(|source| StartError::Storage { root, source })?;
+        };
+        let store = match &config.storage.s3 {
+            Some(s3) => Store::open_s3(s3, options),
+            None => Store::open(&config.storage.rootdirectory, options),
+        }
+        .map_err(|source| StartError::Storage {
+            root: storage_name(&config),
+            source,
+        })?;
         let mut fixed_headers = HeaderMap::new();
         fixed_headers.insert(
             "docker-distribution-api-version",
@@ -141,15 +144,20 @@ impl App {
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open storage at {}: {source}", root.display())]
-    Storage {
-        root: std::path::PathBuf,
-        source: StorageError,
-    },
+    #[error("cannot open storage at {root}: {source}")]
+    Storage { root: String, source: StorageError },
     #[error("auth: {0}")]
     Auth(String),
     #[error("tls: {0}")]
     Tls(String),
+}
+
+/// Where the store lives, for messages: a directory, or `s3://bucket/root`.
+pub fn storage_name(config: &Config) -> String {
+    match &config.storage.s3 {
+        Some(s3) => format!("s3://{}/{}", s3.bucket, s3.root_key()),
+        None => config.storage.rootdirectory.display().to_string(),
+    }
 }
 
 /// Serve until `shutdown` resolves, then drain requests in flight.
@@ -433,7 +441,7 @@ fn operator_endpoint(app: &App, path: &str, port: Port) -> Option<Response<Body>
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
-            if app.store.layout().v2().is_dir() {
+            if app.store.ready() {
                 (StatusCode::OK, "text/plain", "ready\n".to_string())
             } else {
                 (

@@ -1,30 +1,75 @@
 //! Blobs: content by digest in the global store, visible to a repository
 //! through a link in its `_layers` (or, for manifests, `_manifests/revisions`).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use super::backend::Backend;
 use super::error::StorageError;
-use super::fsutil::{exists, prune_empty_parents, remove_dir, write_link};
 use super::Store;
 use crate::oci::{Digest, RepoName};
 
+/// A blob opened for a download: its size and where its bytes come from.
+pub struct OpenBlob {
+    pub size: u64,
+    pub content: BlobContent,
+}
+
+pub enum BlobContent {
+    /// A file, read by the server in positioned reads.
+    File(File),
+    /// An object in a bucket: the server sends the client to a presigned
+    /// URL, or streams it (`Store::read_object`).
+    Object(PathBuf),
+}
+
 impl Store {
-    /// Size of a blob in the global store, if it exists. Read from the
-    /// disk each time: garbage collection may remove what we saw before.
-    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        let path = self.layout.blob_data(digest);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::io(&path, e)),
+    /// Where to send a client for an object's bytes (a presigned URL), or
+    /// `None` when the server streams them itself (a file system, or
+    /// `storage.redirect.disable`).
+    pub async fn object_url(&self, key: &Path) -> Result<Option<String>, StorageError> {
+        match &self.backend {
+            Backend::S3(s3) if s3.redirect => s3.presigned_get(key).await.map(Some),
+            _ => Ok(None),
         }
+    }
+
+    /// The bytes `start..start+len` of an object in a bucket, as they arrive.
+    pub async fn read_object(
+        &self,
+        key: &Path,
+        start: u64,
+        len: u64,
+    ) -> Result<BoxStream<'static, io::Result<Bytes>>, StorageError> {
+        match &self.backend {
+            Backend::S3(s3) => s3.read_range(key, start, len).await,
+            Backend::Filesystem(_) => Err(StorageError::invalid(
+                key,
+                "objects are read from buckets only".into(),
+            )),
+        }
+    }
+
+    /// Size of a blob in the global store, if it exists. Read from the
+    /// storage each time: garbage collection may remove what we saw before.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .backend
+            .objects()
+            .stat(&self.layout.blob_data(digest))?
+            .map(|m| m.size))
     }
 
     /// Whether `repo` links the blob, as a layer/config or as a manifest.
     pub fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StorageError> {
-        Ok(exists(&self.layout.layer_link(repo, digest))?
-            || exists(&self.layout.revision_link(repo, digest))?)
+        Ok(self.backend.exists(&self.layout.layer_link(repo, digest))?
+            || self
+                .backend
+                .exists(&self.layout.revision_link(repo, digest))?)
     }
 
     /// Size of a blob as seen from `repo`: linked there and present.
@@ -37,20 +82,32 @@ impl Store {
     }
 
     /// Open a blob for reading, with its size.
-    pub fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(File, u64), StorageError> {
+    pub fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<OpenBlob, StorageError> {
         if !self.blob_linked(repo, digest)? {
             return Err(StorageError::BlobUnknown(digest.clone()));
         }
         let path = self.layout.blob_data(digest);
-        match File::open(&path) {
-            Ok(f) => {
-                let size = f.metadata().map_err(|e| StorageError::io(&path, e))?.len();
-                Ok((f, size))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(StorageError::BlobUnknown(digest.clone()))
-            }
-            Err(e) => Err(StorageError::io(&path, e)),
+        match &self.backend {
+            Backend::Filesystem(_) => match File::open(&path) {
+                Ok(f) => {
+                    let size = f.metadata().map_err(|e| StorageError::io(&path, e))?.len();
+                    Ok(OpenBlob {
+                        size,
+                        content: BlobContent::File(f),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(StorageError::BlobUnknown(digest.clone()))
+                }
+                Err(e) => Err(StorageError::io(&path, e)),
+            },
+            Backend::S3(_) => match self.backend.objects().stat(&path)? {
+                Some(meta) => Ok(OpenBlob {
+                    size: meta.size,
+                    content: BlobContent::Object(path),
+                }),
+                None => Err(StorageError::BlobUnknown(digest.clone())),
+            },
         }
     }
 
@@ -60,13 +117,12 @@ impl Store {
         self.check_delete()?;
         let _repo = self.lock_repo(repo);
         let link = self.layout.layer_link(repo, digest);
-        if !exists(&link)? {
+        if !self.backend.exists(&link)? {
             return Err(StorageError::BlobUnknown(digest.clone()));
         }
         let dir = link.parent().expect("link has a directory");
-        remove_dir(dir)?;
-        prune_empty_parents(dir, &self.layout.repo_dir(repo).join("_layers"));
-        Ok(())
+        self.backend
+            .delete_link_dir(dir, &self.layout.repo_dir(repo).join("_layers"))
     }
 
     /// Link an existing blob into `repo`: from `from` when given (it must be
@@ -93,7 +149,8 @@ impl Store {
 
     /// Write the `_layers` link for a blob known to exist.
     pub(super) fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
-        write_link(&self.layout, &self.layout.layer_link(repo, digest), digest)?;
+        self.backend
+            .write_link(&self.layout.layer_link(repo, digest), digest)?;
         self.index.add_repo(repo);
         Ok(())
     }

@@ -31,6 +31,9 @@ pub enum StorageError {
     ReadOnly,
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    /// The object store cannot be reached or keeps failing: try again later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StorageError {
@@ -39,6 +42,11 @@ impl StorageError {
             path: path.display().to_string(),
             source,
         }
+    }
+
+    /// Content that is there but is not what the layout says it must be.
+    pub fn invalid(path: &Path, why: String) -> StorageError {
+        StorageError::io(path, io::Error::new(io::ErrorKind::InvalidData, why))
     }
 
     /// The underlying I/O error kind, for errors caused by the disk.

@@ -5,13 +5,11 @@
 //! writes, after the disk. The layout stays the truth.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
 use std::ops::Bound;
 use std::sync::RwLock;
 
+use super::backend::{parse_link, Objects};
 use super::error::StorageError;
-use super::fsutil::read_link;
 use super::layout::Layout;
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -53,35 +51,27 @@ fn page<'a, K: Ord + Clone + 'a>(range: impl Iterator<Item = &'a K>, n: usize) -
 impl Index {
     /// Walk `repositories/` once: a directory holding `_manifests` or
     /// `_layers` is a repository; its tags are `_manifests/tags/*/current/link`.
-    pub fn build(layout: &Layout) -> Result<Index, StorageError> {
+    pub fn build(objects: &dyn Objects, layout: &Layout) -> Result<Index, StorageError> {
         let mut repos = BTreeMap::new();
         let root = layout.repositories_dir();
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StorageError::io(&dir, e)),
-            };
             let mut is_repo = false;
-            for entry in entries {
-                let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            for entry in objects.list(&dir)? {
+                if !entry.is_dir {
                     continue;
                 }
-                if name == "_manifests" || name == "_layers" {
+                if entry.name == "_manifests" || entry.name == "_layers" {
                     is_repo = true;
-                } else if !name.starts_with('_') {
-                    stack.push(entry.path());
+                } else if !entry.name.starts_with('_') {
+                    stack.push(dir.join(&entry.name));
                 }
             }
             if is_repo {
                 let rel = dir.strip_prefix(&root).unwrap_or(&dir);
                 // Directories that are not valid names are not ours to serve.
                 if let Some(repo) = rel.to_str().and_then(|s| s.parse::<RepoName>().ok()) {
-                    let tags = read_tags(layout, &repo)?;
+                    let tags = read_tags(objects, layout, &repo)?;
                     repos.insert(repo, tags);
                 }
             }
@@ -165,26 +155,21 @@ impl Index {
     }
 }
 
-fn read_tags(layout: &Layout, repo: &RepoName) -> Result<Tags, StorageError> {
+fn read_tags(
+    objects: &dyn Objects,
+    layout: &Layout,
+    repo: &RepoName,
+) -> Result<Tags, StorageError> {
     let mut tags = Tags::new();
-    let dir = layout.tags_dir(repo);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(tags),
-        Err(e) => return Err(StorageError::io(&dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
-        let Some(tag) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<Tag>().ok())
-        else {
+    for entry in objects.list(&layout.tags_dir(repo))? {
+        let Ok(tag) = entry.name.parse::<Tag>() else {
             continue;
         };
-        if let Some(d) = read_link(&layout.tag_current_link(repo, &tag))? {
-            tags.insert(tag, d);
-        }
+        let link = layout.tag_current_link(repo, &tag);
+        let Some(bytes) = objects.read(&link)? else {
+            continue;
+        };
+        tags.insert(tag, parse_link(&link, &bytes)?);
     }
     Ok(tags)
 }

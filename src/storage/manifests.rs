@@ -1,11 +1,7 @@
 //! Manifests and tags: put (checking every reference), get by tag or
 //! digest, delete by digest (with the tags that name it) or by tag alone.
 
-use std::fs;
-use std::io;
-
 use super::error::StorageError;
-use super::fsutil::{exists, read_link, remove_dir, touch, write_atomic, write_link};
 use super::Store;
 use crate::oci::media::ManifestKind;
 use crate::oci::{Algorithm, Descriptor, Digest, Manifest, Reference, RepoName, Tag};
@@ -56,27 +52,19 @@ impl Store {
 
         // Content first, then the revision link, then the tag.
         let data = self.layout.blob_data(&digest);
-        if !touch(&data)? {
-            write_atomic(&self.layout, &data, bytes)?;
+        let objects = self.backend.objects();
+        if !objects.touch(&data)? {
+            objects.write(&data, bytes)?;
         }
         self.manifest_kinds.insert(digest.clone(), manifest.kind);
-        write_link(
-            &self.layout,
-            &self.layout.revision_link(repo, &digest),
-            &digest,
-        )?;
+        self.backend
+            .write_link(&self.layout.revision_link(repo, &digest), &digest)?;
         self.index.add_repo(repo);
         if let Reference::Tag(tag) = reference {
-            write_link(
-                &self.layout,
-                &self.layout.tag_index_link(repo, tag, &digest),
-                &digest,
-            )?;
-            write_link(
-                &self.layout,
-                &self.layout.tag_current_link(repo, tag),
-                &digest,
-            )?;
+            self.backend
+                .write_link(&self.layout.tag_index_link(repo, tag, &digest), &digest)?;
+            self.backend
+                .write_link(&self.layout.tag_current_link(repo, tag), &digest)?;
             self.index.set_tag(repo, tag, &digest);
         }
         let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
@@ -92,19 +80,22 @@ impl Store {
 
     /// Everything the manifest needs must be in the repository; each piece
     /// is touched as it is checked, so that a collector running beside us
-    /// keeps it or we learn it is gone (see fsutil::touch).
+    /// keeps it or we learn it is gone (see backend::fs::touch).
     fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<(), StorageError> {
+        let (b, objects) = (&self.backend, self.backend.objects());
         for blob in m.required_blobs() {
             let d = &blob.digest;
-            if !exists(&self.layout.layer_link(repo, d))? || !touch(&self.layout.blob_data(d))? {
+            if !b.exists(&self.layout.layer_link(repo, d))?
+                || !objects.touch(&self.layout.blob_data(d))?
+            {
                 return Err(StorageError::ManifestBlobUnknown(d.clone()));
             }
         }
         for child in &m.manifests {
             let d = &child.digest;
-            let linked = touch(&self.layout.revision_link(repo, d))?
-                || exists(&self.layout.layer_link(repo, d))?;
-            if !linked || !touch(&self.layout.blob_data(d))? {
+            let linked = objects.touch(&self.layout.revision_link(repo, d))?
+                || b.exists(&self.layout.layer_link(repo, d))?;
+            if !linked || !objects.touch(&self.layout.blob_data(d))? {
                 return Err(StorageError::ManifestBlobUnknown(d.clone()));
             }
         }
@@ -115,13 +106,15 @@ impl Store {
     pub fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, StorageError> {
         match reference {
             Reference::Digest(d) => {
-                if exists(&self.layout.revision_link(repo, d))? {
+                if self.backend.exists(&self.layout.revision_link(repo, d))? {
                     Ok(d.clone())
                 } else {
                     Err(StorageError::ManifestUnknown(d.to_string()))
                 }
             }
-            Reference::Tag(tag) => read_link(&self.layout.tag_current_link(repo, tag))?
+            Reference::Tag(tag) => self
+                .backend
+                .read_link(&self.layout.tag_current_link(repo, tag))?
                 .ok_or_else(|| self.unknown_tag(repo, tag)),
         }
     }
@@ -141,13 +134,12 @@ impl Store {
         reference: &Reference,
     ) -> Result<StoredManifest, StorageError> {
         let digest = self.resolve(repo, reference)?;
-        let path = self.layout.blob_data(&digest);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StorageError::ManifestUnknown(reference.to_string()))
-            }
-            Err(e) => return Err(StorageError::io(&path, e)),
+        let Some(bytes) = self
+            .backend
+            .objects()
+            .read(&self.layout.blob_data(&digest))?
+        else {
+            return Err(StorageError::ManifestUnknown(reference.to_string()));
         };
         let kind = match self.manifest_kinds.get(&digest) {
             Some(k) => *k,
@@ -191,18 +183,22 @@ impl Store {
         self.check_delete()?;
         let _repo = self.lock_repo(repo);
         let link = self.layout.revision_link(repo, digest);
-        if !exists(&link)? {
+        if !self.backend.exists(&link)? {
             return Err(StorageError::ManifestUnknown(digest.to_string()));
         }
         // Tags first: a tag must never name a manifest that is gone.
         for tag in self.index.tags_pointing_at(repo, digest) {
             self.remove_tag_dir(repo, &tag)?;
         }
-        let subject = fs::read(self.layout.blob_data(digest))
-            .ok()
+        let subject = self
+            .backend
+            .objects()
+            .read(&self.layout.blob_data(digest))?
             .and_then(|b| Manifest::parse(&b, None).ok())
             .and_then(|m| m.subject.map(|s| s.digest));
-        remove_dir(link.parent().expect("link has a directory"))?;
+        self.backend
+            .objects()
+            .delete_dir(link.parent().expect("link has a directory"))?;
         if let Some(subject) = subject {
             self.referrers.remove(repo, &subject, digest);
         }
@@ -213,14 +209,19 @@ impl Store {
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
         self.check_delete()?;
         let _repo = self.lock_repo(repo);
-        if !exists(&self.layout.tag_current_link(repo, tag))? {
+        if !self
+            .backend
+            .exists(&self.layout.tag_current_link(repo, tag))?
+        {
             return Err(self.unknown_tag(repo, tag));
         }
         self.remove_tag_dir(repo, tag)
     }
 
     fn remove_tag_dir(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
-        remove_dir(&self.layout.tag_dir(repo, tag))?;
+        self.backend
+            .objects()
+            .delete_dir(&self.layout.tag_dir(repo, tag))?;
         self.index.remove_tag(repo, tag);
         Ok(())
     }

@@ -1,20 +1,24 @@
 //! The store: blobs, repositories (links and tags), upload sessions and the
-//! in-memory listing index, over CNCF Distribution's filesystem layout.
+//! in-memory listing index, in CNCF Distribution's layout, on a file
+//! system or in an S3-compatible bucket (`backend`, the seam between the
+//! two).
 //!
 //! The store knows nothing of HTTP. Its methods are blocking (they touch the
-//! file system) except the upload paths, which consume a body as it streams;
-//! the server calls the blocking ones from `spawn_blocking`.
+//! file system or wait for the object store) except the upload paths, which
+//! consume a body as it streams; the server calls the blocking ones from
+//! `spawn_blocking`.
 //!
 //! Invariants kept here:
-//! - every file at a final path is complete: writes go to `_tmp` (or the
-//!   upload's own file), are verified and fsynced, then renamed into place;
+//! - every object at a final path is complete: on a file system writes go to
+//!   `_tmp` (or the upload's own file), are verified and fsynced, then
+//!   renamed into place; in a bucket an object appears whole or not at all;
 //! - a tag is written after the manifest it names, and a manifest after the
 //!   blobs it references were checked, so nothing points at what is missing;
 //! - the listing index changes only after the disk did.
 
+pub mod backend;
 mod blobs;
 mod error;
-pub(crate) mod fsutil;
 mod index;
 pub mod layout;
 mod manifests;
@@ -28,11 +32,15 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
+use self::backend::fs::Filesystem;
+use self::backend::Backend;
+
 use dashmap::DashMap;
 
 use crate::oci::media::ManifestKind;
 use crate::oci::{Digest, RepoName};
 
+pub use blobs::{BlobContent, OpenBlob};
 pub use error::StorageError;
 pub use index::Index;
 pub use layout::{Layout, UploadId};
@@ -49,9 +57,10 @@ pub struct StoreOptions {
     pub write_mode: WriteMode,
 }
 
-/// One registry store on the local file system.
+/// One registry store, on a file system or in a bucket.
 pub struct Store {
     layout: Layout,
+    backend: Backend,
     options: StoreOptions,
     index: Index,
     /// Kinds of manifests read or written, to answer GET without parsing.
@@ -66,7 +75,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating if needed) the store under `root` and build the index.
+    /// Open (creating if needed) the store under the directory `root` and
+    /// build the index.
     pub fn open(root: &Path, options: StoreOptions) -> Result<Arc<Store>, StorageError> {
         let layout = Layout::new(root);
         if !options.readonly {
@@ -78,9 +88,29 @@ impl Store {
                 std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
             }
         }
-        let index = Index::build(&layout)?;
+        let backend = Backend::Filesystem(Filesystem::new(layout.tmp_dir()));
+        Store::with_backend(layout, backend, options)
+    }
+
+    /// Open the store in a bucket, under its `rootdirectory`, and build the index.
+    pub fn open_s3(
+        config: &backend::s3::S3Config,
+        options: StoreOptions,
+    ) -> Result<Arc<Store>, StorageError> {
+        let s3 = backend::s3::S3::connect(config)?;
+        let layout = Layout::new(Path::new(&config.root_key()));
+        Store::with_backend(layout, Backend::S3(s3), options)
+    }
+
+    fn with_backend(
+        layout: Layout,
+        backend: Backend,
+        options: StoreOptions,
+    ) -> Result<Arc<Store>, StorageError> {
+        let index = Index::build(backend.objects(), &layout)?;
         Ok(Arc::new(Store {
             layout,
+            backend,
             options,
             index,
             manifest_kinds: DashMap::new(),
@@ -92,6 +122,19 @@ impl Store {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Whether the storage answers: the root directory is there, or the
+    /// bucket can be listed. (Blocking; for `/readyz`.)
+    pub fn ready(&self) -> bool {
+        match &self.backend {
+            Backend::Filesystem(_) => self.layout.v2().is_dir(),
+            Backend::S3(_) => self.backend.objects().list(self.layout.v2()).is_ok(),
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     pub fn index(&self) -> &Index {

@@ -2,15 +2,14 @@
 //! of a garbage collection): upload sessions idle longer than a purge age
 //! are removed, and so are temp files a crash left in `_tmp`.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::backend::{Backend, Objects};
 use super::error::StorageError;
-use super::fsutil::remove_dir;
 use super::layout::{Layout, UploadId};
 use super::Store;
+use crate::oci::RepoName;
 
 /// What one purge pass found (and removed, unless it was a dry run).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,80 +36,77 @@ impl Store {
             upload: age,
             temp: age,
         };
-        purge(&self.layout, ages, dry_run, |id, dir| {
-            self.purge_session(id, dir)
+        purge(&self.backend, &self.layout, ages, dry_run, |repo, id, _| {
+            self.purge_session(repo, id)
         })
     }
 }
 
 /// Walk every `_uploads` directory (repositories with uploads but no
-/// content yet included) and `_tmp`. `remove` takes an old session away
-/// and says whether it did (the server skips sessions in use).
+/// content yet included) and, on a file system, `_tmp`. `remove` takes an
+/// old session away and says whether it did (the server skips sessions in
+/// use).
 pub fn purge(
+    backend: &Backend,
     layout: &Layout,
     ages: PurgeAges,
     dry_run: bool,
-    remove: impl Fn(&UploadId, &Path) -> Result<bool, StorageError>,
+    remove: impl Fn(&RepoName, &UploadId, &Path) -> Result<bool, StorageError>,
 ) -> Result<PurgeReport, StorageError> {
+    let objects = backend.objects();
     let now = SystemTime::now();
-    let older = |p: &Path, age: Duration| {
-        fs::metadata(p)
-            .and_then(|m| m.modified())
-            .map(|t| now.duration_since(t).unwrap_or_default() >= age)
-            .unwrap_or(false)
+    let older = |modified: SystemTime, age: Duration| {
+        now.duration_since(modified).unwrap_or_default() >= age
     };
     let mut report = PurgeReport::default();
     let mut stack = vec![layout.repositories_dir()];
     while let Some(dir) = stack.pop() {
-        for entry in read_dir(&dir)? {
-            if !entry.is_dir() {
+        for entry in objects.list(&dir)? {
+            if !entry.is_dir {
                 continue;
             }
-            let name = entry
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            if name == "_uploads" {
-                for upload in read_dir(&entry)? {
-                    let Some(id) = upload
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .and_then(UploadId::parse)
-                    else {
+            let path = dir.join(&entry.name);
+            if entry.name == "_uploads" {
+                let rel = dir.strip_prefix(layout.repositories_dir()).unwrap_or(&dir);
+                // Directories that are not valid names are not ours to serve.
+                let Some(repo) = rel.to_str().and_then(|s| s.parse::<RepoName>().ok()) else {
+                    continue;
+                };
+                for upload in objects.list(&path)? {
+                    let Some(id) = UploadId::parse(&upload.name) else {
                         continue;
                     };
-                    let data = upload.join("data");
+                    let session = path.join(&upload.name);
                     // Age from the last write: a slow chunked upload that
                     // is still growing is not abandoned.
-                    let stamp = if data.exists() {
-                        data.clone()
-                    } else {
-                        upload.clone()
+                    let Some(last) = last_write(objects, &session)? else {
+                        continue;
                     };
-                    if !older(&stamp, ages.upload) {
+                    if !older(last.modified, ages.upload) {
                         continue;
                     }
-                    let bytes = fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
-                    if dry_run || remove(&id, &upload)? {
+                    if dry_run || remove(&repo, &id, &session)? {
                         report.uploads += 1;
-                        report.bytes += bytes;
+                        report.bytes += last.size;
                     }
                 }
-            } else if !name.starts_with('_') {
-                stack.push(entry);
+            } else if !entry.name.starts_with('_') {
+                stack.push(path);
             }
         }
     }
-    for file in read_dir(&layout.tmp_dir())? {
-        if older(&file, ages.temp) {
-            report.temp_files += 1;
-            report.bytes += fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            if !dry_run {
-                match fs::remove_file(&file) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StorageError::io(&file, e)),
+    if let Backend::Filesystem(fs) = backend {
+        let tmp = fs.tmp_dir();
+        for file in objects.list(tmp)? {
+            let path = tmp.join(&file.name);
+            let Some(meta) = objects.stat(&path)? else {
+                continue;
+            };
+            if older(meta.modified, ages.temp) {
+                report.temp_files += 1;
+                report.bytes += meta.size;
+                if !dry_run {
+                    objects.delete_dir(&path)?;
                 }
             }
         }
@@ -118,21 +114,24 @@ pub fn purge(
     Ok(report)
 }
 
-/// Remove one upload session's directory (for callers without sessions in memory).
-pub fn remove_session(dir: &Path) -> Result<bool, StorageError> {
-    remove_dir(dir)?;
-    Ok(true)
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
-    match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| {
-                e.map(|e| e.path())
-                    .map_err(|err| StorageError::io(dir, err))
-            })
-            .collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(StorageError::io(dir, e)),
+/// The newest write to an upload session, with the size of its data: the
+/// `data` file on a file system; in a bucket, whichever of its objects
+/// (state, pieces) was written last. `None` if it vanished meanwhile.
+fn last_write(
+    objects: &dyn Objects,
+    session: &Path,
+) -> Result<Option<super::backend::Meta>, StorageError> {
+    if let Some(meta) = objects.stat(&session.join("data"))? {
+        return Ok(Some(meta));
     }
+    let mut newest: Option<super::backend::Meta> = None;
+    for entry in objects.list(session)? {
+        if let Some(meta) = objects.stat(&session.join(&entry.name))? {
+            newest = Some(match newest {
+                Some(n) if n.modified >= meta.modified => n,
+                _ => meta,
+            });
+        }
+    }
+    Ok(newest)
 }

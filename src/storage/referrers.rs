@@ -5,8 +5,6 @@
 //! the same way: every revision is parsed once and its `subject` noted.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -42,10 +40,18 @@ impl Cache {
         // A collector running beside the server (or another node) may have
         // deleted a referrer since the list was built: drop the ones whose
         // revision link is gone.
-        let layout = store.layout();
         let mut list = match guard.as_mut().and_then(|m| m.get_mut(subject)) {
             Some(list) => {
-                list.retain(|d| layout.revision_link(repo, &d.digest).exists());
+                let mut kept = Vec::with_capacity(list.len());
+                for d in list.drain(..) {
+                    if store
+                        .backend
+                        .exists(&store.layout.revision_link(repo, &d.digest))?
+                    {
+                        kept.push(d);
+                    }
+                }
+                *list = kept;
                 list.clone()
             }
             None => vec![],
@@ -77,22 +83,18 @@ impl Cache {
 
 fn scan(store: &Store, repo: &RepoName) -> Result<BySubject, StorageError> {
     let mut map = BySubject::new();
-    let layout = store.layout();
+    let (layout, objects) = (&store.layout, store.backend.objects());
     let revisions = layout.revisions_dir(repo);
-    for alg_dir in read_dir(&revisions)? {
-        for hex_dir in read_dir(&alg_dir)? {
-            let name = format!(
-                "{}:{}",
-                alg_dir.file_name().unwrap_or_default().to_string_lossy(),
-                hex_dir.file_name().unwrap_or_default().to_string_lossy()
-            );
-            let Ok(digest) = name.parse::<Digest>() else {
+    for alg in objects.list(&revisions)? {
+        for hex in objects.list(&revisions.join(&alg.name))? {
+            let Ok(digest) = format!("{}:{}", alg.name, hex.name).parse::<Digest>() else {
                 continue;
             };
-            if !hex_dir.join("link").exists() {
+            if !store.backend.exists(&layout.revision_link(repo, &digest))? {
                 continue;
             }
-            let Ok(bytes) = fs::read(layout.blob_data(&digest)) else {
+            // Content that is gone or does not parse refers to nothing.
+            let Some(bytes) = objects.read(&layout.blob_data(&digest))? else {
                 continue;
             };
             let Ok(m) = Manifest::parse(&bytes, None) else {
@@ -106,12 +108,4 @@ fn scan(store: &Store, repo: &RepoName) -> Result<BySubject, StorageError> {
         }
     }
     Ok(map)
-}
-
-fn read_dir(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, StorageError> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.filter_map(|e| e.ok()).map(|e| e.path()).collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(StorageError::io(dir, e)),
-    }
 }

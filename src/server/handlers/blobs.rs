@@ -18,6 +18,7 @@ use crate::oci::{Digest, ErrorCode, RepoName};
 use crate::server::body::Body;
 use crate::server::error::ApiError;
 use crate::server::App;
+use crate::storage::BlobContent;
 
 /// Read size for streaming blobs to the socket.
 const READ_CHUNK: usize = 1 << 20;
@@ -101,7 +102,21 @@ pub(super) async fn get(
         return Ok(respond(StatusCode::OK, &common(size)));
     }
     let d = digest.clone();
-    let (file, size) = app.blocking(move |s| s.open_blob(&repo, &d)).await?;
+    let blob = app.blocking(move |s| s.open_blob(&repo, &d)).await?;
+    let size = blob.size;
+    if let BlobContent::Object(key) = &blob.content {
+        // In a bucket: the client fetches the bytes from the object store
+        // itself (as from Distribution), Range and all.
+        if let Some(url) = app.store.object_url(key).await? {
+            return Ok(respond(
+                StatusCode::TEMPORARY_REDIRECT,
+                &[
+                    ("location", url),
+                    ("docker-content-digest", digest.to_string()),
+                ],
+            ));
+        }
+    }
     let range =
         parse_range(header_str(req.headers(), http::header::RANGE), size).map_err(|()| {
             ApiError::new(
@@ -126,7 +141,13 @@ pub(super) async fn get(
     let mut resp = respond(status, &headers);
     resp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, len.into());
-    *resp.body_mut() = FileBody::spawn(file, start, len).boxed();
+    *resp.body_mut() = match blob.content {
+        BlobContent::File(file) => FileBody::spawn(file, start, len).boxed(),
+        BlobContent::Object(key) => {
+            let stream = app.store.read_object(&key, start, len).await?;
+            ObjectBody::spawn(stream, len).boxed()
+        }
+    };
     Ok(resp)
 }
 
@@ -216,6 +237,73 @@ impl HttpBody for FileBody {
             }
             Ok(Err(e)) => Poll::Ready(Some(Err(e))),
             Err(e) => Poll::Ready(Some(Err(io::Error::other(format!("read job failed: {e}"))))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Streams an object from the object store: a task reads it into a
+/// channel of one piece, so the body stays `Sync` and a client that stops
+/// reading stops the read. Fewer bytes than promised fail the body rather
+/// than end it, so a short blob is never taken as whole.
+struct ObjectBody {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    remaining: u64,
+}
+
+impl ObjectBody {
+    fn spawn(
+        mut stream: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
+        len: u64,
+    ) -> ObjectBody {
+        use futures_util::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while let Some(piece) = stream.next().await {
+                let failed = piece.is_err();
+                if let Ok(b) = &piece {
+                    sent += b.len() as u64;
+                }
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+            }
+            if sent < len {
+                let short = io::Error::new(io::ErrorKind::UnexpectedEof, "blob ended early");
+                let _ = tx.send(Err(short)).await;
+            }
+        });
+        ObjectBody { rx, remaining: len }
+    }
+}
+
+impl HttpBody for ObjectBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(data))) => {
+                self.remaining = self.remaining.saturating_sub(data.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::other("blob read stopped")))),
         }
     }
 

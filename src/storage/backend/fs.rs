@@ -1,12 +1,90 @@
-//! Small file-system helpers: atomic writes, link files, tidy removal.
+//! The file-system backend: Distribution's layout as files under the root
+//! directory. Writes are atomic (a temp file in `_tmp`, fsync, rename,
+//! fsync of the directory); a touch sets the modification time.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::error::StorageError;
-use super::layout::Layout;
-use crate::oci::Digest;
+use super::{Entry, Meta, Objects};
+use crate::storage::error::StorageError;
+
+/// The files of one store; `tmp` is the staging directory for atomic writes.
+pub struct Filesystem {
+    tmp: PathBuf,
+}
+
+impl Filesystem {
+    pub fn new(tmp: PathBuf) -> Filesystem {
+        Filesystem { tmp }
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+}
+
+impl Objects for Filesystem {
+    fn read(&self, key: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+        match fs::read(key) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(StorageError::io(key, e)),
+        }
+    }
+
+    fn write(&self, key: &Path, data: &[u8]) -> Result<(), StorageError> {
+        let mut tmp = TempFile::create(&self.tmp)?;
+        tmp.write_all(data)?;
+        tmp.persist(key)
+    }
+
+    fn stat(&self, key: &Path) -> Result<Option<Meta>, StorageError> {
+        match fs::metadata(key) {
+            Ok(m) => Ok(Some(Meta {
+                size: m.len(),
+                modified: m.modified().map_err(|e| StorageError::io(key, e))?,
+            })),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(StorageError::io(key, e)),
+        }
+    }
+
+    fn touch(&self, key: &Path) -> Result<bool, StorageError> {
+        touch(key)
+    }
+
+    fn delete_dir(&self, dir: &Path) -> Result<(), StorageError> {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(StorageError::io(dir, e)),
+        }
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<Entry>, StorageError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if absent(&e) => return Ok(vec![]),
+            Err(e) => return Err(StorageError::io(dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // not UTF-8: no name of ours
+            };
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            out.push(Entry { name, is_dir });
+        }
+        Ok(out)
+    }
+}
+
+/// Not found, or a parent that is a file (ENOTDIR): nothing there.
+fn absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
 
 /// A temporary file in `_tmp` that is removed on drop unless persisted.
 pub struct TempFile {
@@ -15,14 +93,13 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    pub fn create(layout: &Layout) -> Result<TempFile, StorageError> {
-        let dir = layout.tmp_dir();
+    pub fn create(dir: &Path) -> Result<TempFile, StorageError> {
         let name = format!("{}.tmp", hex::encode(rand::random::<[u8; 12]>()));
         let path = dir.join(name);
         let file = match File::create(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+                fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
                 File::create(&path).map_err(|e| StorageError::io(&path, e))?
             }
             Err(e) => return Err(StorageError::io(&path, e)),
@@ -79,22 +156,6 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(dir, e))
 }
 
-/// Write `data` to `target` atomically.
-pub fn write_atomic(layout: &Layout, target: &Path, data: &[u8]) -> Result<(), StorageError> {
-    let mut tmp = TempFile::create(layout)?;
-    tmp.write_all(data)?;
-    tmp.persist(target)
-}
-
-/// Write a link file naming `digest`; one that already does is touched
-/// instead (see `touch`: a link in use must look recently used).
-pub fn write_link(layout: &Layout, target: &Path, digest: &Digest) -> Result<(), StorageError> {
-    if read_link(target)?.as_ref() == Some(digest) && touch(target)? {
-        return Ok(());
-    }
-    write_atomic(layout, target, digest.to_string().as_bytes())
-}
-
 /// Set a file's modification time to now; `false` if it does not exist.
 ///
 /// This is the server's half of the protocol that lets garbage collection
@@ -111,49 +172,29 @@ pub fn touch(path: &Path) -> Result<bool, StorageError> {
                 .map_err(|e| StorageError::io(path, e))?;
             Ok(true)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => Ok(false),
+        Err(e) if absent(&e) => Ok(false),
         // Not ours to write (a read-only store): existence is all we learn.
         Err(e)
             if e.kind() == io::ErrorKind::PermissionDenied
                 || e.kind() == io::ErrorKind::ReadOnlyFilesystem =>
         {
-            exists(path)
+            match fs::symlink_metadata(path) {
+                Ok(_) => Ok(true),
+                Err(e) if absent(&e) => Ok(false),
+                Err(e) => Err(StorageError::io(path, e)),
+            }
         }
         Err(e) => Err(StorageError::io(path, e)),
     }
 }
 
-/// Read a link file: `None` if it does not exist, an error if it is unreadable
-/// or does not hold a digest.
-pub fn read_link(path: &Path) -> Result<Option<Digest>, StorageError> {
-    match fs::read_to_string(path) {
-        Ok(text) => text.trim().parse().map(Some).map_err(|e| {
-            StorageError::io(
-                path,
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad link: {e}")),
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(20) => Ok(None), // ENOTDIR: a parent is a file
-        Err(e) => Err(StorageError::io(path, e)),
-    }
-}
-
-/// Whether a path exists; an error other than not-found is an error.
-pub fn exists(path: &Path) -> Result<bool, StorageError> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) if e.raw_os_error() == Some(20) => Ok(false),
-        Err(e) => Err(StorageError::io(path, e)),
-    }
-}
-
-/// Remove a directory tree; absent is fine.
-pub fn remove_dir(path: &Path) -> Result<(), StorageError> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+/// Read a link file: `None` if it does not exist, an error if it is
+/// unreadable or does not hold a digest. (For the collector, which walks
+/// the files itself.)
+pub fn read_link(path: &Path) -> Result<Option<crate::oci::Digest>, StorageError> {
+    match fs::read(path) {
+        Ok(bytes) => super::parse_link(path, &bytes).map(Some),
+        Err(e) if absent(&e) => Ok(None),
         Err(e) => Err(StorageError::io(path, e)),
     }
 }
@@ -166,5 +207,17 @@ pub fn prune_empty_parents(path: &Path, stop: &Path) {
             break;
         }
         cur = dir.parent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_the_backend_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Filesystem::new(dir.path().join("_tmp"));
+        crate::storage::backend::suite::run(&b, dir.path());
     }
 }
