@@ -62,7 +62,11 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         grace: cli.grace,
         upload_age: config.storage.uploadpurging.age,
     };
-    let root = config.storage.rootdirectory.clone();
+    let root = config
+        .storage
+        .filesystem_root()
+        .map_err(anyhow::Error::msg)?
+        .to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -74,8 +74,11 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 upload_age: config.storage.uploadpurging.age,
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
-            let report =
-                registry::gc::collect(&config.storage.rootdirectory, &options, &|_| {}, &stop)?;
+            let root = config
+                .storage
+                .filesystem_root()
+                .map_err(anyhow::Error::msg)?;
+            let report = registry::gc::collect(root, &options, &|_| {}, &stop)?;
             if !quiet {
                 println!("{}", report.to_text());
             }

@@ -9,6 +9,10 @@
 # wrappers, and starting/stopping a registry, dockerd and containerd with
 # private roots.
 
+# seaweedfs_s3_driver, for stores in a bucket (COMPAT_STORE=s3)
+# shellcheck source=scripts/seaweedfs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/seaweedfs.sh"
+
 E2E_PASSED=0
 E2E_FAILED=0
 E2E_STEPNO=0
@@ -180,7 +184,8 @@ http_status() { # URL [curl args...]
 
 # reg_blob REPO DIGEST OUTFILE: GET blob and check its sha256
 reg_blob() {
-	rcurl -f -o "$3" "$REG_SCHEME://$REG/v2/$1/blobs/$2"
+	# -L: on object storage the registry answers 307 to a presigned URL
+	rcurl -f -L -o "$3" "$REG_SCHEME://$REG/v2/$1/blobs/$2"
 	[ "sha256:$(sha256_file "$3")" == "$2" ] || fail_now "blob $2 from $1: content does not hash to its digest"
 }
 
@@ -437,6 +442,8 @@ ct_digest() { ct images ls | awk -v r="$1" '$1 == r { print $3 }'; }
 unset_registry_env() {
 	local v
 	for v in $(compgen -e | grep '^REGISTRY_'); do unset "$v"; done
+	# Distribution 2.8's S3 driver refuses to start with a CA bundle set.
+	unset AWS_CA_BUNDLE
 }
 
 # no_registry_env CMD...: run the external command CMD without them
@@ -544,15 +551,27 @@ s_ct_stop() { # CONTAINERD_PID
 # go to $WORK/srv.
 
 # fs_config FILE ROOT: a config both servers and all collectors read:
-# filesystem storage at ROOT, deletes enabled, 127.0.0.1 on a free port
+# filesystem storage at ROOT, deletes enabled, 127.0.0.1 on a free port.
+# With COMPAT_STORE=s3 the store is instead in the SeaweedFS bucket that
+# scripts/seaweedfs.sh started (SEAWEEDFS_* in the environment), under a
+# prefix named after ROOT; blobs are then streamed by the servers
+# (redirect.disable), so both are checked on the same answers.
 fs_config() {
+	local driver
+	if [ "${COMPAT_STORE:-filesystem}" = s3 ]; then
+		driver="$(seaweedfs_s3_driver "/$(basename "$(dirname "$2")")-$(basename "$2")")
+  redirect:
+    disable: true"
+	else
+		driver="  filesystem:
+    rootdirectory: $2"
+	fi
 	cat >"$1" <<CFG
 version: 0.1
 log:
   level: info
 storage:
-  filesystem:
-    rootdirectory: $2
+$driver
   delete:
     enabled: true
 http:

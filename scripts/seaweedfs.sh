@@ -178,13 +178,19 @@ _seaweedfs_has_flag() { grep -qE -- "^[[:space:]]+-$2([[:space:]]|\$)" <<<"$1"; 
 # $(...), which would lose the variables), wait until S3 answers with our
 # keys and the bucket exists.
 seaweedfs_start() {
-	local dir=${1:-} base=${2:-} weed help mode b cfg log i code bucket_ok args=()
+	local dir=${1:-} base=${2:-} weed help mode b cfg log code bucket_ok sigv4 shell_tried t0 args=()
 	[ -n "$dir" ] || { _seaweedfs_say "usage: seaweedfs_start DIR [BASE_PORT]"; return 2; }
 	if [ -n "$SEAWEEDFS_PID" ] && _seaweedfs_alive "$SEAWEEDFS_PID" "${SEAWEEDFS_PID_START:-}"; then
 		_seaweedfs_say "already running (pid $SEAWEEDFS_PID); seaweedfs_stop first"
 		return 1
 	fi
 	command -v curl >/dev/null || { _seaweedfs_say "curl is needed"; return 1; }
+	# S3 bucket naming rules (SeaweedFS refuses others with 400): checked
+	# here so a bad name fails at once instead of at the timeout.
+	if ! [[ $SEAWEEDFS_BUCKET =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]]; then
+		_seaweedfs_say "invalid bucket name [$SEAWEEDFS_BUCKET] (3-63 of a-z 0-9 . -)"
+		return 1
+	fi
 	seaweedfs_install || return 1
 	weed=$(seaweedfs_weed)
 	mkdir -p "$dir" || return 1
@@ -260,11 +266,16 @@ seaweedfs_start() {
 		SEAWEEDFS_FILER_URL SEAWEEDFS_S3_PORT SEAWEEDFS_FILER_PORT SEAWEEDFS_MASTER_PORT \
 		SEAWEEDFS_VOLUME_PORT SEAWEEDFS_ADMIN_PORT
 
-	# Wait (bounded) for: the S3 port to answer HTTP, then the bucket to be
-	# there for our keys.  S3 answers before mini's -bucket creation is
-	# done, so the bucket is checked on its own.
+	# Wait (bounded by a deadline, each request by --max-time) for: the S3
+	# port to answer HTTP, then the bucket to be there for our keys.  S3
+	# answers before mini's -bucket creation is done, so the bucket is
+	# checked on its own.
 	bucket_ok=0
-	for ((i = 0; i < SEAWEEDFS_START_TIMEOUT * 4; i++)); do
+	sigv4=0
+	if _seaweedfs_have_sigv4; then sigv4=1; fi
+	shell_tried=0
+	t0=$SECONDS
+	while [ $((SECONDS - t0)) -lt "$SEAWEEDFS_START_TIMEOUT" ]; do
 		if ! _seaweedfs_alive "$SEAWEEDFS_PID" "$SEAWEEDFS_PID_START"; then
 			_seaweedfs_say "weed exited during start-up; log tail:"
 			tail -n 30 "$log" >&2
@@ -274,22 +285,25 @@ seaweedfs_start() {
 		fi
 		code=$(_seaweedfs_code "$SEAWEEDFS_ENDPOINT/healthz")
 		if [ "$code" != 000 ]; then
-			if _seaweedfs_have_sigv4; then
+			if [ "$sigv4" = 1 ]; then
 				# Signed HEAD: 200 proves both the keys and the bucket; 404
-				# means no bucket yet, so create it (PUT is idempotent for
-				# the owner: 200, or 409 BucketAlreadyOwnedByYou).
-				code=$(seaweedfs_curl -o /dev/null -w '%{http_code}' -I "$SEAWEEDFS_ENDPOINT/$SEAWEEDFS_BUCKET" 2>/dev/null || true)
+				# means no bucket yet: after 2 s (mini's own -bucket had its
+				# chance) create it; PUT is idempotent for the owner (200,
+				# or 409 BucketAlreadyOwnedByYou).  403 = keys not loaded
+				# yet (or wrong): keep waiting.
+				code=$(seaweedfs_curl --max-time 5 -o /dev/null -w '%{http_code}' -I "$SEAWEEDFS_ENDPOINT/$SEAWEEDFS_BUCKET" 2>/dev/null || true)
 				if [ "$code" = 200 ]; then bucket_ok=1; break; fi
-				if [ "$code" = 404 ] && [ "$i" -ge 8 ]; then
-					seaweedfs_curl -o /dev/null -X PUT "$SEAWEEDFS_ENDPOINT/$SEAWEEDFS_BUCKET" 2>/dev/null || true
+				if [ "$code" = 404 ] && [ $((SECONDS - t0)) -ge 2 ]; then
+					seaweedfs_curl --max-time 5 -o /dev/null -X PUT "$SEAWEEDFS_ENDPOINT/$SEAWEEDFS_BUCKET" 2>/dev/null || true
 				fi
 			else
-				# No SigV4 in this curl: the bucket is a filer directory
-				# /buckets/NAME; create it with weed shell once if mini's
-				# -bucket has not made it after ~5 s.
+				# No SigV4 in this curl: the bucket is the filer directory
+				# /buckets/NAME; create it with weed shell (once) if mini's
+				# -bucket has not made it after 5 s.
 				code=$(_seaweedfs_code "$SEAWEEDFS_FILER_URL/buckets/$SEAWEEDFS_BUCKET/" -H 'Accept: application/json')
 				if [ "$code" = 200 ]; then bucket_ok=1; break; fi
-				if [ "$i" -eq 20 ]; then
+				if [ "$shell_tried" = 0 ] && [ $((SECONDS - t0)) -ge 5 ]; then
+					shell_tried=1
 					printf 's3.bucket.create -name %s\n' "$SEAWEEDFS_BUCKET" |
 						timeout 30 "$weed" shell "-master=127.0.0.1:$SEAWEEDFS_MASTER_PORT" \
 							"-filer=127.0.0.1:$SEAWEEDFS_FILER_PORT" >>"$log" 2>&1 || true
@@ -305,7 +319,7 @@ seaweedfs_start() {
 		return 1
 	fi
 	seaweedfs_env >"$dir/seaweedfs.env"
-	_seaweedfs_say "ready after ~$((i / 4))s: endpoint $SEAWEEDFS_ENDPOINT bucket $SEAWEEDFS_BUCKET access key $SEAWEEDFS_ACCESS_KEY secret key $SEAWEEDFS_SECRET_KEY region $SEAWEEDFS_REGION pid $SEAWEEDFS_PID"
+	_seaweedfs_say "ready after ~$((SECONDS - t0))s: endpoint $SEAWEEDFS_ENDPOINT bucket $SEAWEEDFS_BUCKET access key $SEAWEEDFS_ACCESS_KEY secret key $SEAWEEDFS_SECRET_KEY region $SEAWEEDFS_REGION pid $SEAWEEDFS_PID"
 }
 
 # `export NAME=value` lines (shell-quoted) for the running server.
@@ -392,6 +406,23 @@ seaweedfs_selfcheck() {
 	}
 }
 
+# seaweedfs_s3_driver ROOTDIRECTORY: the `storage.s3` section of a registry
+# config (ours or Distribution's) for the bucket started here, indented to
+# sit under `storage:`.
+seaweedfs_s3_driver() {
+	cat <<YAML
+  s3:
+    accesskey: $SEAWEEDFS_ACCESS_KEY
+    secretkey: $SEAWEEDFS_SECRET_KEY
+    region: $SEAWEEDFS_REGION
+    regionendpoint: $SEAWEEDFS_ENDPOINT
+    bucket: $SEAWEEDFS_BUCKET
+    secure: false
+    v4auth: true
+    rootdirectory: $1
+YAML
+}
+
 # ------------------------------------------------------------------ executed
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	set -euo pipefail
@@ -400,7 +431,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	install)
 		seaweedfs_install
 		seaweedfs_weed
-		"$(seaweedfs_weed)" version
+		v=$("$(seaweedfs_weed)" version 2>/dev/null)
+		printf '%s\n' "${v%%$'\n'*}"
 		;;
 	start)
 		[ $# -ge 2 ] || { echo "usage: $0 start DIR [BASE_PORT]" >&2; exit 2; }

@@ -10,8 +10,14 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Install the global subscriber. `RUST_LOG` overrides `log.level`.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},hyper=warn", config.level)));
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            // The object-store client logs each retry at info; what we make
+            // of a failure is logged by us, once.
+            "{},hyper=warn,object_store=warn,reqwest=warn",
+            config.level
+        ))
+    });
     let writer = FieldsWriter::new(config);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

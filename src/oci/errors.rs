@@ -64,9 +64,9 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::ChunkOutOfOrder => "BLOB_UPLOAD_INVALID",
             ErrorCode::TooLarge => "SIZE_INVALID",
-            ErrorCode::StorageFull | ErrorCode::StorageUnavailable | ErrorCode::Unknown => {
-                "UNKNOWN"
-            }
+            // Distribution's code for a 503 (errcode.ErrorCodeUnavailable).
+            ErrorCode::StorageUnavailable => "UNAVAILABLE",
+            ErrorCode::StorageFull | ErrorCode::Unknown => "UNKNOWN",
         }
     }
 

@@ -164,6 +164,7 @@ pub fn storage_name(config: &Config) -> String {
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let purge = tokio::spawn(handlers::purge_loop(app.clone()));
+    let catch_up = tokio::spawn(handlers::catch_up_loop(app.clone()));
     // Connections past the limit wait in the listen backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(app.config.http.max_connections));
     tokio::pin!(shutdown);
@@ -202,6 +203,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         });
     }
     purge.abort();
+    catch_up.abort();
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),

@@ -151,7 +151,9 @@ impl Store {
     pub(super) fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
         self.backend
             .write_link(&self.layout.layer_link(repo, digest), digest)?;
-        self.index.add_repo(repo);
+        if self.index.add_repo(repo) {
+            self.changed(repo)?;
+        }
         Ok(())
     }
 }

@@ -132,11 +132,50 @@ impl Index {
         self.repos.read().unwrap().get(repo)?.get(tag).cloned()
     }
 
-    pub fn add_repo(&self, repo: &RepoName) {
+    /// Note a repository; `true` if it was not known.
+    pub fn add_repo(&self, repo: &RepoName) -> bool {
         let known = self.repos.read().unwrap().contains_key(repo);
-        if !known {
-            self.repos.write().unwrap().entry(repo.clone()).or_default();
+        if known {
+            return false;
         }
+        let mut repos = self.repos.write().unwrap();
+        let new = !repos.contains_key(repo);
+        repos.entry(repo.clone()).or_default();
+        new
+    }
+
+    /// Read one repository anew from the layout (another process changed it).
+    pub fn refresh_repo(
+        &self,
+        objects: &dyn Objects,
+        layout: &Layout,
+        repo: &RepoName,
+    ) -> Result<(), StorageError> {
+        let exists = objects
+            .list(&layout.repo_dir(repo))?
+            .iter()
+            .any(|e| e.is_dir && (e.name == "_manifests" || e.name == "_layers"));
+        let tags = if exists {
+            Some(read_tags(objects, layout, repo)?)
+        } else {
+            None
+        };
+        let mut repos = self.repos.write().unwrap();
+        match tags {
+            Some(tags) => {
+                repos.insert(repo.clone(), tags);
+            }
+            None => {
+                repos.remove(repo);
+            }
+        }
+        Ok(())
+    }
+
+    /// Take everything from a freshly built index.
+    pub fn replace_with(&self, fresh: Index) {
+        let fresh = fresh.repos.into_inner().unwrap();
+        *self.repos.write().unwrap() = fresh;
     }
 
     pub fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) {

@@ -12,11 +12,13 @@
 //!     _uploads/<id>/data                                  upload in progress
 //!     _uploads/<id>/startedat                             RFC 3339 start time
 //!   _tmp/                                                 ours: staging for atomic writes
+//!   _changes/<millis>.<node>.<seq>.<name>                 ours: notes of change between nodes
 //! ```
 //!
 //! A link file holds the digest as text (`sha256:<hex>`, no newline).
-//! `_tmp` is outside `blobs/` and `repositories/`, where Distribution never
-//! looks, so its presence does not disturb a Distribution reading the tree.
+//! `_tmp` and `_changes` are outside `blobs/` and `repositories/`, where
+//! Distribution never looks, so they do not disturb a Distribution reading
+//! the tree.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,11 @@ impl Layout {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.v2.join("_tmp")
+    }
+
+    /// Notes of change between processes sharing the store (`changes`).
+    pub fn changes_dir(&self) -> PathBuf {
+        self.v2.join("_changes")
     }
 
     pub fn blobs_dir(&self) -> PathBuf {

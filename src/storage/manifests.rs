@@ -59,7 +59,7 @@ impl Store {
         self.manifest_kinds.insert(digest.clone(), manifest.kind);
         self.backend
             .write_link(&self.layout.revision_link(repo, &digest), &digest)?;
-        self.index.add_repo(repo);
+        let new_repo = self.index.add_repo(repo);
         if let Reference::Tag(tag) = reference {
             self.backend
                 .write_link(&self.layout.tag_index_link(repo, tag, &digest), &digest)?;
@@ -74,6 +74,10 @@ impl Store {
                 subject,
                 referrer_descriptor(&manifest, &digest, bytes.len() as u64),
             );
+        }
+        // What other processes list (repositories, tags, referrers) changed.
+        if new_repo || matches!(reference, Reference::Tag(_)) || subject.is_some() {
+            self.changed(repo)?;
         }
         Ok(ManifestPut { digest, subject })
     }
@@ -186,7 +190,11 @@ impl Store {
         if !self.backend.exists(&link)? {
             return Err(StorageError::ManifestUnknown(digest.to_string()));
         }
-        // Tags first: a tag must never name a manifest that is gone.
+        // Tags first: a tag must never name a manifest that is gone. They
+        // are read from the layout, not the index: another node may have
+        // tagged the manifest a moment ago.
+        self.index
+            .refresh_repo(self.backend.objects(), &self.layout, repo)?;
         for tag in self.index.tags_pointing_at(repo, digest) {
             self.remove_tag_dir(repo, &tag)?;
         }
@@ -202,7 +210,7 @@ impl Store {
         if let Some(subject) = subject {
             self.referrers.remove(repo, &subject, digest);
         }
-        Ok(())
+        self.changed(repo)
     }
 
     /// Delete one tag; the manifest stays, reachable by digest.
@@ -223,7 +231,7 @@ impl Store {
             .objects()
             .delete_dir(&self.layout.tag_dir(repo, tag))?;
         self.index.remove_tag(repo, tag);
-        Ok(())
+        self.changed(repo)
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally filtered by artifact type.

@@ -18,6 +18,7 @@
 
 pub mod backend;
 mod blobs;
+pub mod changes;
 mod error;
 mod index;
 pub mod layout;
@@ -67,6 +68,8 @@ pub struct Store {
     manifest_kinds: DashMap<Digest, ManifestKind>,
     uploads: uploads::Sessions,
     referrers: referrers::Cache,
+    /// Notes of change to and from other processes on the same store.
+    journal: changes::Journal,
     /// One lock per repository, held by manifest puts and by every delete,
     /// so that a delete's view of the tags (from the index) cannot be
     /// overtaken by a put naming the same manifest, and a put's reference
@@ -107,8 +110,10 @@ impl Store {
         backend: Backend,
         options: StoreOptions,
     ) -> Result<Arc<Store>, StorageError> {
+        let journal = changes::Journal::new(&layout);
         let index = Index::build(backend.objects(), &layout)?;
         Ok(Arc::new(Store {
+            journal,
             layout,
             backend,
             options,
@@ -122,6 +127,49 @@ impl Store {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Tell other processes on the same store that `repo` changed.
+    fn changed(&self, repo: &RepoName) -> Result<(), StorageError> {
+        self.journal.note(&self.backend, repo)
+    }
+
+    /// Catch up with what other processes changed (see `changes`): the
+    /// repositories they noted are read anew. Blocking; the server calls it
+    /// every `changes::POLL`.
+    pub fn catch_up(&self) -> Result<usize, StorageError> {
+        let heard = self.journal.poll(&self.backend)?;
+        self.apply(heard)
+    }
+
+    /// Catch up with every note written before `since` (a request's
+    /// arrival), sharing a poll that began after it. In a bucket the
+    /// listings call this first, so a repository or tag written through
+    /// any node is listed at once by every other.
+    pub fn catch_up_since(&self, since: std::time::Instant) -> Result<usize, StorageError> {
+        match self.journal.poll_since(&self.backend, since)? {
+            Some(heard) => self.apply(heard),
+            None => Ok(0),
+        }
+    }
+
+    /// Whether listings should catch up before answering (see `catch_up_since`).
+    pub fn listings_catch_up(&self) -> bool {
+        matches!(self.backend, Backend::S3(_))
+    }
+
+    fn apply(&self, heard: changes::Heard) -> Result<usize, StorageError> {
+        if heard.rebuild {
+            self.index
+                .replace_with(Index::build(self.backend.objects(), &self.layout)?);
+            self.referrers.forget_all();
+        }
+        for repo in &heard.repos {
+            self.index
+                .refresh_repo(self.backend.objects(), &self.layout, repo)?;
+            self.referrers.forget(repo);
+        }
+        Ok(heard.repos.len())
     }
 
     /// Whether the storage answers: the root directory is there, or the

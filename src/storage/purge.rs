@@ -106,7 +106,7 @@ pub fn purge(
                 report.temp_files += 1;
                 report.bytes += meta.size;
                 if !dry_run {
-                    objects.delete_dir(&path)?;
+                    objects.delete(&path)?;
                 }
             }
         }

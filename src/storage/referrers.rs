@@ -72,6 +72,16 @@ impl Cache {
         }
     }
 
+    /// Drop what is known of a repository (another process changed it);
+    /// it is read again on its next use.
+    pub fn forget(&self, repo: &RepoName) {
+        self.repos.remove(repo);
+    }
+
+    pub fn forget_all(&self) {
+        self.repos.clear();
+    }
+
     pub fn remove(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) {
         let slot = self.slot(repo);
         let mut guard = slot.lock().unwrap();

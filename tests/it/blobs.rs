@@ -20,7 +20,7 @@ fn monolithic_push_then_pull_with_ranges() {
         .header("location")
         .unwrap()
         .ends_with(&format!("/v2/r/blobs/{d}")));
-    assert!(s.blob_path(&d).exists(), "Distribution's layout");
+    assert!(s.has_blob(&d), "Distribution's layout");
 
     let h = c.head(&format!("/v2/r/blobs/{d}"));
     h.expect(200, None);
@@ -82,13 +82,13 @@ fn digest_mismatch_leaves_nothing() {
         Some(b"actual bytes"),
     )
     .expect(400, Some("DIGEST_INVALID"));
-    assert!(!s.blob_path(&claimed).exists());
-    assert!(!s.blob_path(&sha256(b"actual bytes")).exists());
+    assert!(!s.has_blob(&claimed));
+    assert!(!s.has_blob(&sha256(b"actual bytes")));
     assert!(
-        s.files_containing("/_uploads/").is_empty(),
+        s.stored_containing("/_uploads/").is_empty(),
         "upload data removed"
     );
-    assert!(s.files_containing("/_tmp/").is_empty());
+    assert!(s.stored_containing("/_tmp/").is_empty());
 }
 
 #[test]

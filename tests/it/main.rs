@@ -9,6 +9,8 @@ mod config;
 mod faults;
 mod gc;
 mod manifests;
+mod nodes;
+mod on_s3;
 mod replicate;
 mod support;
 mod tls;

@@ -107,8 +107,8 @@ fn put_requires_valid_matching_digest() {
         .expect(400, Some("DIGEST_INVALID"));
     // A mismatch ends the session and removes its data.
     c.get(&loc).expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
-    assert!(s.files_containing("/_uploads/").is_empty());
-    assert!(!s.blob_path(&wrong).exists());
+    assert!(s.stored_containing("/_uploads/").is_empty());
+    assert!(!s.has_blob(&wrong));
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn cancel_and_unknown_sessions() {
     c.get(&loc).expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
     c.call("DELETE", &loc, &[], None)
         .expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
-    assert!(s.files_containing("/_uploads/").is_empty());
+    assert!(s.stored_containing("/_uploads/").is_empty());
     c.get("/v2/r/blobs/uploads/00000000-0000-4000-8000-000000000000")
         .expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
     c.get("/v2/r/blobs/uploads/..%2F..%2Fetc")
@@ -227,7 +227,7 @@ fn hostile_content_ranges_and_digests_leave_nothing() {
         Some(b"data"),
     )
     .expect(400, Some("DIGEST_INVALID"));
-    assert!(s.files_containing("/_uploads/").is_empty());
+    assert!(s.stored_containing("/_uploads/").is_empty());
 }
 
 #[test]

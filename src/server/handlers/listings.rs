@@ -50,6 +50,18 @@ fn with_link(
     resp
 }
 
+/// In a bucket shared by several nodes, hear what the others wrote before
+/// this request arrived, so what any node stored is listed at once (one
+/// listing of the notes, shared by concurrent requests; see
+/// storage::changes). On a file system the index follows within a poll.
+pub(super) async fn catch_up(app: &App) -> Result<(), ApiError> {
+    if app.store.listings_catch_up() {
+        let arrived = std::time::Instant::now();
+        app.blocking(move |s| s.catch_up_since(arrived)).await?;
+    }
+    Ok(())
+}
+
 /// The repositories the caller may pull, a page at a time.
 pub(super) fn catalog(
     app: &App,

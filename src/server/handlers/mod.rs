@@ -33,9 +33,15 @@ pub(super) async fn route(
             Ok(json_response(StatusCode::OK, b"{}".to_vec(), &m))
         }
         (Route::Base, _) => not_allowed("GET, HEAD"),
-        (Route::Catalog, &Method::GET) => listings::catalog(app, &req, who),
+        (Route::Catalog, &Method::GET) => {
+            listings::catch_up(app).await?;
+            listings::catalog(app, &req, who)
+        }
         (Route::Catalog, _) => not_allowed("GET"),
-        (Route::Tags(repo), &Method::GET) => listings::tags(app, &req, &repo),
+        (Route::Tags(repo), &Method::GET) => {
+            listings::catch_up(app).await?;
+            listings::tags(app, &req, &repo)
+        }
         (Route::Tags(_), _) => not_allowed("GET"),
         (Route::Manifest(repo, r), &Method::GET | &Method::HEAD) => {
             manifests::get(app, &req, repo, r).await
@@ -124,6 +130,31 @@ fn respond(status: StatusCode, headers: &[(&str, String)]) -> Response<Body> {
         h.insert(http::header::CONTENT_LENGTH, 0.into());
     }
     resp
+}
+
+/// Follow what other processes on the same store change (storage::changes).
+/// A failure is logged once until the storage answers again.
+pub(super) async fn catch_up_loop(app: Arc<App>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(crate::storage::changes::POLL).await;
+        match app.blocking(|s| s.catch_up()).await {
+            Ok(n) => {
+                if failing {
+                    tracing::info!("following other nodes' changes again");
+                }
+                failing = false;
+                if n > 0 {
+                    tracing::debug!(repositories = n, "read repositories changed elsewhere");
+                }
+            }
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e.internal.unwrap_or(e.message), "cannot read other nodes' changes");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// The periodic upload purge of `storage.maintenance.uploadpurging`.

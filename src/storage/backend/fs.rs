@@ -54,6 +54,14 @@ impl Objects for Filesystem {
         touch(key)
     }
 
+    fn delete(&self, key: &Path) -> Result<(), StorageError> {
+        match fs::remove_file(key) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(StorageError::io(key, e)),
+        }
+    }
+
     fn delete_dir(&self, dir: &Path) -> Result<(), StorageError> {
         match fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
@@ -78,6 +86,34 @@ impl Objects for Filesystem {
             out.push(Entry { name, is_dir });
         }
         Ok(out)
+    }
+
+    fn list_after(&self, dir: &Path, after: &str) -> Result<Vec<String>, StorageError> {
+        let mut names: Vec<String> = self
+            .list(dir)?
+            .into_iter()
+            .filter(|e| !e.is_dir && e.name.as_str() > after)
+            .map(|e| e.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn mark(&self, key: &Path) -> Result<(), StorageError> {
+        match Filesystem::mark_file(key) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let dir = key.parent().expect("a key has a directory");
+                fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+                Filesystem::mark_file(key).map_err(|e| StorageError::io(key, e))
+            }
+            r => r.map_err(|e| StorageError::io(key, e)),
+        }
+    }
+}
+
+impl Filesystem {
+    fn mark_file(key: &Path) -> io::Result<()> {
+        File::create(key).map(drop)
     }
 }
 

@@ -47,10 +47,19 @@ pub trait Objects: Send + Sync {
     fn stat(&self, key: &Path) -> Result<Option<Meta>, StorageError>;
     /// Mark an object as used now (see `gc`); `false` if it does not exist.
     fn touch(&self, key: &Path) -> Result<bool, StorageError>;
+    /// Remove one object; absent is fine.
+    fn delete(&self, key: &Path) -> Result<(), StorageError>;
     /// Remove a directory and everything under it; absent is fine.
     fn delete_dir(&self, dir: &Path) -> Result<(), StorageError>;
     /// The names directly under a directory; empty if it does not exist.
     fn list(&self, dir: &Path) -> Result<Vec<Entry>, StorageError>;
+    /// The names of the files directly under `dir` that sort after `after`,
+    /// in order: one request in a bucket, whatever came before.
+    fn list_after(&self, dir: &Path, after: &str) -> Result<Vec<String>, StorageError>;
+    /// Create an empty object that matters by its name alone, without the
+    /// cost of making it durable (a note of change: losing one in a crash
+    /// delays what others see, it loses nothing).
+    fn mark(&self, key: &Path) -> Result<(), StorageError>;
 }
 
 /// The digest a link file holds (`sha256:<hex>`, no newline; we accept one).
@@ -81,6 +90,14 @@ impl Backend {
             Backend::Filesystem(_) => "filesystem",
             Backend::S3(_) => "s3",
         }
+    }
+
+    pub fn note(&self, key: &Path) -> Result<(), StorageError> {
+        self.objects().mark(key)
+    }
+
+    pub fn list_after(&self, dir: &Path, after: &str) -> Result<Vec<String>, StorageError> {
+        self.objects().list_after(dir, after)
     }
 
     pub fn exists(&self, key: &Path) -> Result<bool, StorageError> {
@@ -116,10 +133,11 @@ impl Backend {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod suite {
-    //! The one suite every backend passes: the same calls, the same answers.
-
+/// The one suite every backend must pass, the same calls with the same
+/// answers: run by the unit tests on a temporary directory and by the
+/// integration tests on a real bucket.
+#[doc(hidden)]
+pub mod suite {
     use super::*;
 
     pub fn run(b: &dyn Objects, root: &Path) {
@@ -167,5 +185,17 @@ pub(crate) mod suite {
         );
         b.delete_dir(&root.join("a/b")).unwrap();
         b.delete_dir(&root.join("nothing/here")).unwrap();
+
+        let notes = root.join("notes");
+        assert!(b.list_after(&notes, "").unwrap().is_empty());
+        for n in ["003", "001", "002"] {
+            b.mark(&notes.join(n)).unwrap();
+        }
+        assert_eq!(b.list_after(&notes, "").unwrap(), ["001", "002", "003"]);
+        assert_eq!(b.list_after(&notes, "001").unwrap(), ["002", "003"]);
+        assert!(b.list_after(&notes, "003").unwrap().is_empty());
+        b.delete(&notes.join("002")).unwrap();
+        b.delete(&notes.join("002")).unwrap();
+        assert_eq!(b.list_after(&notes, "0").unwrap(), ["001", "003"]);
     }
 }

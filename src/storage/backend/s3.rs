@@ -377,6 +377,13 @@ impl Objects for S3 {
         Ok(self.stat(key)?.is_some())
     }
 
+    fn delete(&self, key: &Path) -> Result<(), StorageError> {
+        match self.wait(self.client.delete(&Self::key(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(fail(key, e)),
+        }
+    }
+
     fn delete_dir(&self, dir: &Path) -> Result<(), StorageError> {
         self.wait(self.delete_prefix(dir))
     }
@@ -401,6 +408,35 @@ impl Objects for S3 {
             });
         Ok(dirs.chain(files).collect())
     }
+
+    fn list_after(&self, dir: &Path, after: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = Self::key(dir);
+        let offset = Self::key(&dir.join(after));
+        let listed: Vec<object_store::ObjectMeta> = self
+            .wait(
+                self.client
+                    .list_with_offset(Some(&prefix), &offset)
+                    .try_collect(),
+            )
+            .map_err(|e| fail(dir, e))?;
+        let mut names: Vec<String> = listed
+            .iter()
+            // Direct children only; the offset is exclusive already.
+            .filter(|m| {
+                m.location
+                    .prefix_match(&prefix)
+                    .is_some_and(|mut p| p.next().is_some() && p.next().is_none())
+            })
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .filter(|n| n.as_str() > after)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn mark(&self, key: &Path) -> Result<(), StorageError> {
+        self.wait(self.put(key, PutPayload::default()))
+    }
 }
 
 /// An object-store error as the store's: the key, and what failed. An
@@ -412,7 +448,10 @@ fn fail(path: &Path, e: object_store::Error) -> StorageError {
         || e.to_string()
             .contains("Server returned non-2xx status code: 5")
     {
-        return StorageError::Unavailable(format!("s3 {key}: {}", last_source(&e)));
+        return StorageError::Unavailable(format!(
+            "object store unavailable at {key}: {}",
+            last_source(&e)
+        ));
     }
     let kind = match e {
         object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,

@@ -50,6 +50,22 @@ pub(super) fn create(
     Ok(())
 }
 
+/// Whether the session's hash state in memory describes the file: it holds
+/// one, and the file has not grown since (another process on the same
+/// directory may have appended to it).
+pub(super) async fn current(
+    store: &Arc<Store>,
+    session: &Session,
+    id: &UploadId,
+) -> Result<bool, StorageError> {
+    if session.hasher.is_none() {
+        return Ok(false);
+    }
+    let (st, key) = (store.clone(), store.layout.upload_data(&session.repo, id));
+    let size = blocking(move || st.backend.objects().stat(&key)).await?;
+    Ok(size.map(|m| m.size) == Some(session.size))
+}
+
 /// Rebuild size and hash from the file (a session this process has not
 /// seen, or whose last request never finished).
 pub(super) async fn load(

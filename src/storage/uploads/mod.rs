@@ -140,7 +140,9 @@ impl Store {
             return Err(StorageError::UploadUnknown);
         }
         let loaded = match &self.backend {
-            Backend::Filesystem(_) if guard.hasher.is_some() => Ok(()),
+            // Another process (a node on the same directory) may have added
+            // to the file since: then the hash state is rebuilt.
+            Backend::Filesystem(_) if file::current(self, &guard, id).await? => Ok(()),
             Backend::Filesystem(_) => file::load(self, &mut guard, id).await,
             Backend::S3(_) => object::load(self, &mut guard, id).await,
         };
@@ -164,6 +166,7 @@ impl Store {
         repo: &RepoName,
         id: &UploadId,
     ) -> Result<UploadStatus, StorageError> {
+        let _forget = Forget { store: self, id };
         let s = self.locked_session(repo, id).await?;
         Ok(UploadStatus { size: s.size })
     }
@@ -178,6 +181,7 @@ impl Store {
         body: &mut impl ByteSource,
     ) -> Result<UploadStatus, StorageError> {
         self.check_writable()?;
+        let _forget = Forget { store: self, id };
         let mut session = self.locked_session(repo, id).await?;
         session.check_start(start)?;
         self.receive(&mut session, id, body, false).await?;
@@ -196,6 +200,7 @@ impl Store {
         body: Option<&mut impl ByteSource>,
     ) -> Result<u64, StorageError> {
         self.check_writable()?;
+        let _forget = Forget { store: self, id };
         let mut session = self.locked_session(repo, id).await?;
         session.check_start(start)?;
         if let Some(body) = body {
@@ -317,6 +322,26 @@ impl Store {
             None => self.remove_session(repo, id, state.as_ref())?,
         }
         Ok(true)
+    }
+}
+
+/// In a bucket, a session lives in memory only while a request holds it:
+/// its state is in the bucket, and the next request may go to another
+/// node. Dropped after the session's lock (declared before it).
+struct Forget<'a> {
+    store: &'a Store,
+    id: &'a UploadId,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Backend::S3(_) = self.store.backend {
+            // Only the map holds it: no request of this node is using it.
+            self.store
+                .uploads
+                .map
+                .remove_if(self.id, |_, s| Arc::strong_count(s) == 1);
+        }
     }
 }
 

@@ -229,7 +229,7 @@ async fn flush_part(
         for offset in offsets {
             st.backend
                 .objects()
-                .delete_dir(&piece_key(&st.layout, &repo2, &id2, offset))?;
+                .delete(&piece_key(&st.layout, &repo2, &id2, offset))?;
         }
         Ok(())
     })

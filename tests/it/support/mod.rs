@@ -58,6 +58,9 @@ pub struct Opts {
     /// Lines appended inside `storage:` (indented two spaces).
     pub storage: String,
     pub env: Vec<(String, String)>,
+    /// On S3: send blob GETs to presigned URLs (the default of a real
+    /// config); the shared suite reads blobs through the node instead.
+    pub s3_redirects: bool,
 }
 
 impl Default for Opts {
@@ -67,6 +70,7 @@ impl Default for Opts {
             extra: String::new(),
             storage: String::new(),
             env: vec![],
+            s3_redirects: false,
         }
     }
 }
@@ -89,14 +93,15 @@ impl Server {
         let cfg_dir = root.parent().unwrap().to_path_buf();
         std::fs::create_dir_all(&cfg_dir).unwrap();
         let cfg = cfg_dir.join(format!("config-{}.yml", rand_suffix()));
+        let driver = match S3Target::from_env() {
+            Some(s3) => s3.driver(root, opts.s3_redirects),
+            None => format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
+        };
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {}\n{}http:\n  addr: 127.0.0.1:0\n{}",
-                root.display(),
-                opts.delete,
-                opts.storage,
-                opts.extra
+                "version: 0.1\nstorage:\n{driver}  delete:\n    enabled: {}\n{}http:\n  addr: 127.0.0.1:0\n{}",
+                opts.delete, opts.storage, opts.extra
             ),
         )
         .unwrap();
@@ -140,6 +145,36 @@ impl Server {
             .join("data")
     }
 
+    /// Whether the store holds the blob's content at Distribution's path
+    /// (a file, or an object in the bucket).
+    pub fn has_blob(&self, digest: &str) -> bool {
+        match S3Target::from_env() {
+            None => self.blob_path(digest).exists(),
+            Some(s3) => {
+                let key = self.blob_path(digest);
+                let rel = key.strip_prefix(&self.root).unwrap().display().to_string();
+                s3.keys(&self.root).iter().any(|k| k.ends_with(&rel))
+            }
+        }
+    }
+
+    /// What the store holds (files, or keys in the bucket) whose path
+    /// contains `needle`.
+    pub fn stored_containing(&self, needle: &str) -> Vec<String> {
+        match S3Target::from_env() {
+            None => self
+                .files_containing(needle)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            Some(s3) => s3
+                .keys(&self.root)
+                .into_iter()
+                .filter(|k| k.contains(needle))
+                .collect(),
+        }
+    }
+
     /// Files anywhere under the root whose path contains `needle`.
     pub fn files_containing(&self, needle: &str) -> Vec<PathBuf> {
         let mut out = vec![];
@@ -155,6 +190,88 @@ impl Server {
             }
         }
         out
+    }
+}
+
+/// The bucket the suite runs against when `TEST_S3_STORE` names one, as
+/// `ENDPOINT BUCKET ACCESSKEY SECRETKEY` (scripts/test.sh sets it for the
+/// second pass, against the SeaweedFS it starts). Each server then keeps
+/// its store in the bucket under a prefix of its own, derived from the root
+/// directory it would have used, so a restart on the same root finds it.
+pub struct S3Target {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access: String,
+    pub secret: String,
+}
+
+impl S3Target {
+    pub fn from_env() -> Option<S3Target> {
+        let v = std::env::var("TEST_S3_STORE")
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        let p: Vec<&str> = v.split_whitespace().collect();
+        let [endpoint, bucket, access, secret] = p[..] else {
+            panic!("TEST_S3_STORE must be 'ENDPOINT BUCKET ACCESSKEY SECRETKEY', not {v:?}");
+        };
+        Some(S3Target {
+            endpoint: endpoint.into(),
+            bucket: bucket.into(),
+            access: access.into(),
+            secret: secret.into(),
+        })
+    }
+
+    /// The bucket, or a clear failure: for the tests of S3 itself.
+    pub fn required() -> S3Target {
+        S3Target::from_env().expect("TEST_S3_STORE must name a bucket for the s3 tests")
+    }
+
+    /// Every key under the prefix of the server that would use `root`, read
+    /// with object_store's own client (not the registry's).
+    pub fn keys(&self, root: &Path) -> Vec<String> {
+        use futures_util::TryStreamExt;
+        use object_store::ObjectStore;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(&self.bucket)
+            .with_region("us-east-1")
+            .with_access_key_id(&self.access)
+            .with_secret_access_key(&self.secret)
+            .build()
+            .unwrap();
+        let prefix = object_store::path::Path::from(S3Target::prefix(root).trim_start_matches('/'));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let metas: Vec<object_store::ObjectMeta> = rt
+            .block_on(client.list(Some(&prefix)).try_collect())
+            .unwrap();
+        metas.into_iter().map(|m| m.location.to_string()).collect()
+    }
+
+    /// The prefix inside the bucket for a server that would use `root`.
+    pub fn prefix(root: &Path) -> String {
+        format!(
+            "/it/{}",
+            &sha256(root.display().to_string().as_bytes())[7..23]
+        )
+    }
+
+    /// `storage.s3` (and the redirect setting) for a config, indented under `storage:`.
+    pub fn driver(&self, root: &Path, redirects: bool) -> String {
+        format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    regionendpoint: {}\n    bucket: {}\n    secure: false\n    rootdirectory: {}\n  redirect:\n    disable: {}\n",
+            self.access,
+            self.secret,
+            self.endpoint,
+            self.bucket,
+            S3Target::prefix(root),
+            !redirects,
+        )
     }
 }
 

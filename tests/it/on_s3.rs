@@ -1,0 +1,258 @@
+//! What only a store in a bucket does: the backend suite on a real bucket,
+//! blob downloads through presigned URLs, clear errors at start, and an
+//! object store that goes away and comes back. These run in the S3 pass of
+//! scripts/test.sh (TEST_S3_STORE names the bucket) and fail without it.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry::storage::backend::s3::{S3Config, DEFAULT_CHUNK_SIZE, S3};
+use registry::storage::backend::suite;
+
+use crate::support::*;
+
+fn config(s3: &S3Target, root: &str) -> S3Config {
+    S3Config {
+        accesskey: Some(s3.access.clone()),
+        secretkey: Some(s3.secret.clone()),
+        sessiontoken: None,
+        region: "us-east-1".into(),
+        regionendpoint: Some(s3.endpoint.clone()),
+        bucket: s3.bucket.clone(),
+        forcepathstyle: true,
+        secure: false,
+        skipverify: false,
+        rootdirectory: root.into(),
+        chunksize: DEFAULT_CHUNK_SIZE,
+        redirect_disable: false,
+    }
+}
+
+#[test]
+fn the_backend_suite_passes_on_a_real_bucket() {
+    let s3 = S3Target::required();
+    let root = format!("/it/suite-{}", rand_suffix());
+    let backend = S3::connect(&config(&s3, &root)).unwrap();
+    suite::run(&backend, std::path::Path::new(root.trim_start_matches('/')));
+}
+
+#[test]
+fn blob_downloads_go_to_presigned_urls_with_ranges() {
+    S3Target::required();
+    let s = Server::start_with(Opts {
+        s3_redirects: true,
+        ..Opts::default()
+    });
+    let c = Client::new(&s);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let d = c.push_blob("r/x", &data);
+    let r = c.get(&format!("/v2/r/x/blobs/{d}"));
+    r.expect(307, None);
+    let url = r.header("location").unwrap().to_string();
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    let whole = c.get(&url);
+    whole.expect(200, None);
+    assert!(whole.body == data);
+    let part = c.call("GET", &url, &[("range", "bytes=1000-1999")], None);
+    part.expect(206, None);
+    assert_eq!(part.body, &data[1000..2000]);
+    // HEAD answers from the node, without a redirect.
+    let h = c.head(&format!("/v2/r/x/blobs/{d}"));
+    h.expect(200, None);
+    assert_eq!(h.header("content-length"), Some("300000"));
+}
+
+/// A config file for a server on `s3` with some keys changed.
+fn write_config(
+    dir: &std::path::Path,
+    s3: &S3Target,
+    endpoint: &str,
+    bucket: &str,
+    secret: &str,
+) -> String {
+    let path = dir.join(format!("bad-{}.yml", rand_suffix()));
+    std::fs::write(
+        &path,
+        format!(
+            "version: 0.1\nstorage:\n  s3:\n    accesskey: {}\n    secretkey: {secret}\n    region: us-east-1\n    regionendpoint: {endpoint}\n    bucket: {bucket}\n    secure: false\nhttp:\n  addr: 127.0.0.1:0\n",
+            s3.access
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn wrong_keys_a_missing_bucket_or_no_endpoint_stop_the_start_clearly() {
+    let s3 = S3Target::required();
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let cases = [
+        (
+            s3.endpoint.as_str(),
+            s3.bucket.as_str(),
+            "not-the-secret",
+            "credentials were refused",
+        ),
+        (
+            s3.endpoint.as_str(),
+            "no-such-bucket-here",
+            s3.secret.as_str(),
+            "does not exist",
+        ),
+        (
+            closed.as_str(),
+            s3.bucket.as_str(),
+            s3.secret.as_str(),
+            "cannot reach the object store",
+        ),
+    ];
+    for (endpoint, bucket, secret, says) in cases {
+        let cfg = write_config(dir.path(), &s3, endpoint, bucket, secret);
+        let started = std::time::Instant::now();
+        let (code, err) = run_to_exit(&["serve", &cfg], &[]);
+        assert_ne!(code, 0);
+        assert!(err.contains(says), "{says:?} not in: {err}");
+        assert!(
+            err.lines().count() < 5,
+            "one clear line, not a stack: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn unhonoured_keys_stop_the_start_naming_them() {
+    let s3 = S3Target::required();
+    let dir = tempfile::tempdir().unwrap();
+    for (line, key) in [
+        ("    encrypt: true\n", "storage.s3.encrypt"),
+        ("    v4auth: false\n", "storage.s3.v4auth"),
+        ("    storageclass: GLACIER\n", "storage.s3.storageclass"),
+        ("    chunksize: 1048576\n", "storage.s3.chunksize"),
+    ] {
+        let path = dir.path().join(format!("c-{}.yml", rand_suffix()));
+        std::fs::write(
+            &path,
+            format!(
+                "version: 0.1\nstorage:\n  s3:\n    region: us-east-1\n    bucket: {}\n{line}http:\n  addr: 127.0.0.1:0\n",
+                s3.bucket
+            ),
+        )
+        .unwrap();
+        let (code, err) = run_to_exit(&["serve", path.to_str().unwrap()], &[]);
+        assert_ne!(code, 0);
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+}
+
+/// A TCP gate in front of the object store that can be closed (every
+/// connection refused at once and those open cut) and opened again.
+struct Gate {
+    addr: String,
+    open: Arc<AtomicBool>,
+}
+
+impl Gate {
+    fn start(upstream: &str) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let open = Arc::new(AtomicBool::new(true));
+        let flag = open.clone();
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(n) if n > 0 && flag.load(Ordering::SeqCst) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                _ => break,
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Gate {
+            addr: format!("http://{addr}"),
+            open,
+        }
+    }
+}
+
+#[test]
+fn an_object_store_that_goes_away_makes_answers_503_until_it_returns() {
+    let s3 = S3Target::required();
+    let gate = Gate::start(&s3.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let through_gate = S3Target {
+        endpoint: gate.addr.clone(),
+        bucket: s3.bucket.clone(),
+        access: s3.access.clone(),
+        secret: s3.secret.clone(),
+    };
+    let cfg = dir.path().join("gated.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n{}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
+            through_gate.driver(&root, false)
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("serve").arg(&cfg);
+    let (mut child, addr, log) = spawn_and_wait(cmd);
+    let c = Client::for_addr(&addr);
+    let (_, digest) = c.push_image("away/app", "v1", "away");
+
+    gate.open.store(false, Ordering::SeqCst);
+    let r = c.get("/v2/away/app/manifests/v1");
+    r.expect(503, Some("UNAVAILABLE"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(raw_status(&addr, "GET", "/readyz"), 503);
+    let start = c.call("POST", "/v2/away/app/blobs/uploads/", &[], None);
+    assert_eq!(start.status, 503, "a write is refused, not half done");
+
+    gate.open.store(true, Ordering::SeqCst);
+    assert_eq!(raw_status(&addr, "GET", "/readyz"), 200);
+    let r = c.get("/v2/away/app/manifests/v1");
+    r.expect(200, None);
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("object store unavailable")),
+        "a log line says why: {lines:#?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
