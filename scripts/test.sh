@@ -45,6 +45,7 @@ count "$log/cargo.log" 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed'
 # root, the O_DIRECT writer, the bound on memory of the file data path).
 echo "== cargo test (S3, SeaweedFS on $SEAWEEDFS_ENDPOINT)"
 cargo test --locked --test it -- on_s3:: nodes:: blobs:: manifests:: uploads:: api:: auth:: \
+	replicate::a_registry_config_names_the_store_to_read \
 	--skip api::health_readiness_and_metrics \
 	--skip uploads::buffered_writes_store_exact_bytes \
 	--skip uploads::sixty_four_concurrent_64_mib_uploads_stay_under_224_mib 2>&1 | tee "$log/cargo-s3.log"

@@ -1535,6 +1535,56 @@ health:
     }
 
     #[test]
+    fn s3_as_distribution_writes_it() {
+        let text = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /d\n";
+        // REGISTRY_STORAGE=s3 selects the driver and drops the file's filesystem.
+        let c = parse_env(
+            text,
+            &[
+                ("REGISTRY_STORAGE", "s3"),
+                ("REGISTRY_STORAGE_S3_BUCKET", "images"),
+                ("REGISTRY_STORAGE_S3_REGION", "eu-west-1"),
+                ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "minio.local:9000"),
+                ("REGISTRY_STORAGE_S3_SECURE", "false"),
+                ("REGISTRY_STORAGE_S3_CHUNKSIZE", "16777216"),
+                ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/reg"),
+                ("REGISTRY_STORAGE_REDIRECT_DISABLE", "true"),
+            ],
+        )
+        .unwrap();
+        assert!(
+            c.storage.filesystem_root().is_err(),
+            "no directory to collect"
+        );
+        let s3 = c.storage.s3.expect("s3 selected");
+        assert_eq!(s3.bucket, "images");
+        assert_eq!(s3.region, "eu-west-1");
+        assert_eq!(s3.root_key(), "reg");
+        assert_eq!(s3.chunksize, 16 << 20);
+        assert!(s3.forcepathstyle, "path style to a regionendpoint, as 2.8");
+        assert!(!s3.secure && s3.redirect_disable);
+        assert_eq!((s3.accesskey, s3.secretkey), (None, None));
+
+        let base = "version: 0.1\nstorage:\n  s3:\n    region: r\n    bucket: b\n";
+        for (extra, named) in [
+            ("    accesskey: a\n", "secretkey"),
+            ("    chunksize: 1024\n", "storage.s3.chunksize"),
+            ("    objectacl: public-read\n", "storage.s3.objectacl"),
+            ("    keyid: k\n", "storage.s3.keyid"),
+            ("    rootdirectory: /a/../b\n", "storage.s3.rootdirectory"),
+        ] {
+            let err = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(named), "{named} not in {err}");
+        }
+        let err = parse("version: 0.1\nstorage:\n  s3:\n    region: r\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.s3.bucket is required"), "{err}");
+        let both = format!("{base}  filesystem:\n    rootdirectory: /x\n");
+        assert!(parse(&both).unwrap_err().to_string().contains("both"));
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let cases = [
             (

@@ -16,6 +16,8 @@ use serde::Serialize;
 use crate::run::{load, prepare, Limits, Stats};
 use crate::scenario::Scenario;
 use registry::client::{Conn, Frames, Target};
+use registry::storage::backend::s3::{S3Config, S3};
+use registry::storage::backend::Objects;
 
 pub struct Options {
     pub ours: PathBuf,
@@ -27,6 +29,58 @@ pub struct Options {
     pub limits: Limits,
     pub rounds: usize,
     pub workdir: PathBuf,
+    /// Both registries on this bucket instead of a directory each.
+    pub s3: Option<Bucket>,
+}
+
+/// An S3-compatible bucket both registries are pointed at, each measured
+/// run under a fresh prefix (removed after it). Given on the command line as
+/// `http://ACCESSKEY:SECRETKEY@HOST:PORT/BUCKET`.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access: String,
+    pub secret: String,
+}
+
+impl Bucket {
+    pub fn parse(s: &str) -> Result<Bucket, String> {
+        let bad = || format!("{s:?} is not http://ACCESSKEY:SECRETKEY@HOST:PORT/BUCKET");
+        let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
+        let (keys, rest) = rest.rsplit_once('@').ok_or_else(bad)?;
+        let (access, secret) = keys.split_once(':').ok_or_else(bad)?;
+        let (host, bucket) = rest.split_once('/').ok_or_else(bad)?;
+        let bucket = bucket.trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') || host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Bucket {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.into(),
+            access: access.into(),
+            secret: secret.into(),
+        })
+    }
+
+    fn config(&self, prefix: &str) -> S3Config {
+        S3Config::local(
+            &self.endpoint,
+            &self.bucket,
+            (&self.access, &self.secret),
+            prefix,
+        )
+    }
+
+    /// `storage:` lines for both registries. Blobs are streamed by the
+    /// registries (redirect.disable), so a pull measures them, not the
+    /// object store answering presigned URLs.
+    fn storage_yaml(&self, prefix: &str) -> String {
+        format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    regionendpoint: {}\n    bucket: {}\n    secure: false\n    v4auth: true\n    rootdirectory: {prefix}\n  redirect:\n    disable: true\n",
+            self.access, self.secret, self.endpoint, self.bucket
+        )
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Serialize, Debug)]
@@ -131,7 +185,11 @@ pub fn compare(
                 these.push(s);
             }
         }
-        summaries.push(summarize(scenario, &these));
+        let target = match opts.s3 {
+            Some(_) => scenario.target_on_s3(),
+            None => scenario.target(),
+        };
+        summaries.push(summarize(scenario, target, &these));
         samples.extend(these);
     }
     Ok((samples, summaries))
@@ -150,7 +208,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn summarize(scenario: Scenario, samples: &[Sample]) -> Summary {
+fn summarize(scenario: Scenario, target: f64, samples: &[Sample]) -> Summary {
     let of = |side: Side, f: &dyn Fn(&Sample) -> f64| {
         median(samples.iter().filter(|s| s.side == side).map(f).collect())
     };
@@ -175,7 +233,6 @@ fn summarize(scenario: Scenario, samples: &[Sample]) -> Summary {
             .map(|s| s.peak_rss_mib)
             .fold(0.0, f64::max)
     };
-    let target = scenario.target();
     Summary {
         scenario: scenario.name(),
         ours_ops,
@@ -212,6 +269,7 @@ fn measure_one(
         &opts
             .workdir
             .join(format!("{}-{}-{round}", side.label(), scenario.name())),
+        opts.s3.as_ref(),
     )?;
     let target = Arc::new(Target::new(
         &format!("http://127.0.0.1:{}", server.port),
@@ -238,24 +296,43 @@ fn measure_one(
     })
 }
 
-/// A registry process on a fresh root; stopped and its root removed on drop.
+/// A registry process on a fresh root (a directory, or a prefix of the
+/// bucket); stopped and its root removed on drop.
 struct Server {
     child: Child,
     port: u16,
     dir: PathBuf,
+    /// The bucket and prefix, when the store is there.
+    s3: Option<(Bucket, String)>,
 }
 
 impl Server {
-    fn start(bin: &Path, env: &[(String, String)], dir: &Path) -> anyhow::Result<Server> {
+    fn start(
+        bin: &Path,
+        env: &[(String, String)],
+        dir: &Path,
+        s3: Option<&Bucket>,
+    ) -> anyhow::Result<Server> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let prefix = format!(
+            "/registry-bench/{}-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        );
+        let driver = match s3 {
+            Some(b) => b.storage_yaml(&prefix),
+            None => format!(
+                "  filesystem:\n    rootdirectory: {}\n",
+                dir.join("data").display()
+            ),
+        };
         // The configuration Distribution's own image ships, on both sides.
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
-            dir.join("data").display()
+            "version: 0.1\nlog:\n  level: info\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n{driver}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Content-Type-Options: [nosniff]\n"
         );
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config)?;
@@ -263,6 +340,8 @@ impl Server {
         let child = Command::new(bin)
             .arg("serve")
             .arg(&config_path)
+            // Distribution 2.8's S3 driver refuses to start with a CA bundle set.
+            .env_remove("AWS_CA_BUNDLE")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -273,6 +352,7 @@ impl Server {
             child,
             port,
             dir: dir.to_path_buf(),
+            s3: s3.map(|b| (b.clone(), prefix)),
         })
     }
 
@@ -303,6 +383,13 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((bucket, prefix)) = &self.s3 {
+            // What the run stored in the bucket goes too (best effort:
+            // a failure leaves a prefix that names the run).
+            if let Ok(s3) = S3::connect(&bucket.config(prefix)) {
+                let _ = s3.delete_dir(Path::new(prefix.trim_start_matches('/')));
+            }
+        }
     }
 }
 

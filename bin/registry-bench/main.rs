@@ -72,6 +72,11 @@ enum Cmd {
         /// Directory for the servers' roots and logs (removed after each run).
         #[arg(long, default_value = "/var/tmp/registry-bench")]
         workdir: PathBuf,
+        /// Keep both stores in this S3-compatible bucket instead, given as
+        /// http://ACCESSKEY:SECRETKEY@HOST:PORT/BUCKET (each run under a
+        /// fresh prefix; blobs streamed by the registries).
+        #[arg(long, value_parser = compare::Bucket::parse)]
+        s3: Option<compare::Bucket>,
         #[command(flatten)]
         load: LoadArgs,
         /// Write every run and the summary as JSON to this file.
@@ -220,6 +225,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             ours_env,
             rounds,
             workdir,
+            s3,
             load,
             json,
         } => {
@@ -239,6 +245,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
                 limits: load.limits()?,
                 rounds,
                 workdir,
+                s3,
             };
             let (samples, summaries) = compare::compare(&opts, &rt)?;
             print!("{}", compare::markdown(&summaries));

@@ -103,6 +103,17 @@ impl Scenario {
         }
     }
 
+    /// The target when both registries keep their store in one bucket
+    /// (DESIGN.md: catalog 20x, whole images at least 2x, the rest as on
+    /// a file system).
+    pub fn target_on_s3(self) -> f64 {
+        match self {
+            Scenario::Catalog => 20.0,
+            Scenario::ImagePush | Scenario::ImagePull | Scenario::Mix => 2.0,
+            other => other.target(),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Scenario> {
         ALL.into_iter()
             .find(|x| x.name() == s || (s == "mix" && *x == Scenario::Mix))

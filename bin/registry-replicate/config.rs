@@ -24,6 +24,10 @@ pub struct PeerConfig {
     /// A registry store on this machine (Distribution's layout), read
     /// straight from disk; a source only.
     pub path: Option<PathBuf>,
+    /// A registry's config.yml: the store its `storage` section names (a
+    /// directory, or a bucket with `storage.s3`), read straight from
+    /// storage; a source only.
+    pub registry_config: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// A file whose first line is the password.
@@ -128,17 +132,23 @@ impl Config {
             bail!("peers: name at least two registries");
         }
         for (name, p) in &file.peers {
-            match (&p.url, &p.path) {
-                (Some(_), Some(_)) => bail!("peers.{name}: give url or path, not both"),
-                (None, None) => {
-                    bail!("peers.{name}: give url (a registry) or path (a store on disk)")
-                }
-                (Some(url), None)
-                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
-                {
+            let given = [
+                p.url.is_some(),
+                p.path.is_some(),
+                p.registry_config.is_some(),
+            ];
+            match given.iter().filter(|g| **g).count() {
+                0 => bail!(
+                    "peers.{name}: give url (a registry), path (a store on disk) or \
+                     registry_config (a registry's config.yml, whose store is read)"
+                ),
+                1 => {}
+                _ => bail!("peers.{name}: give one of url, path and registry_config"),
+            }
+            if let Some(url) = &p.url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
                     bail!("peers.{name}.url: {url:?} must start with http:// or https://")
                 }
-                _ => {}
             }
             if p.password.is_some() && p.password_file.is_some() {
                 bail!("peers.{name}: give password or password_file, not both");
@@ -174,9 +184,9 @@ impl Config {
             if r.source == r.target {
                 bail!("{at}: source and target are the same peer ({:?})", r.source);
             }
-            if file.peers[&r.target].path.is_some() {
+            if file.peers[&r.target].url.is_none() {
                 bail!(
-                    "{at}.target: {:?} is a store on disk, which can only be a source",
+                    "{at}.target: {:?} is a store read from storage, which can only be a source",
                     r.target
                 );
             }

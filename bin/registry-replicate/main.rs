@@ -21,7 +21,7 @@ use clap::Parser;
 
 use crate::config::Config;
 use crate::copy::{Pass, Summary};
-use crate::peer::{LocalStore, Peer, Remote};
+use crate::peer::{LocalSource, LocalStore, Peer, Remote};
 
 #[derive(Parser)]
 #[command(
@@ -87,17 +87,22 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
     let mut peers = BTreeMap::new();
     let mut limiters = BTreeMap::new();
     for (name, p) in &config.peers {
-        let peer = match (&p.url, &p.path) {
-            (Some(url), _) => {
+        let peer = match (&p.url, &p.path, &p.registry_config) {
+            (Some(url), _, _) => {
                 let target =
                     registry::client::Target::new(url, p.credentials(name)?, p.ca.as_deref())
                         .with_context(|| format!("peers.{name}"))?;
                 Peer::Remote(Remote::new(target, p.concurrency))
             }
-            (None, Some(path)) => {
-                Peer::Local(LocalStore::open(path).with_context(|| format!("peers.{name}.path"))?)
-            }
-            (None, None) => unreachable!("checked when loading"),
+            (None, Some(path), _) => Peer::Local(
+                LocalStore::open(LocalSource::Directory(path.clone()))
+                    .with_context(|| format!("peers.{name}.path"))?,
+            ),
+            (None, None, Some(config)) => Peer::Local(
+                LocalStore::open(LocalSource::RegistryConfig(config.clone()))
+                    .with_context(|| format!("peers.{name}.registry_config"))?,
+            ),
+            (None, None, None) => unreachable!("checked when loading"),
         };
         peers.insert(name.clone(), (Arc::new(peer), p.concurrency));
         if let Some(rate) = p.bytes_per_sec() {
@@ -157,9 +162,13 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             let json = cli.json;
             // A store on disk is watched: a new or moved tag starts the
             // next pass within about a second instead of at the interval.
+            // (A store in a bucket is read again at each pass.)
             let wake = Arc::new(tokio::sync::Notify::new());
-            if let Peer::Local(store) = &*source {
-                watchers.push(watch::tags(store.root(), wake.clone())?);
+            if let Some(dir) = match &*source {
+                Peer::Local(store) => store.directory(),
+                Peer::Remote(_) => None,
+            } {
+                watchers.push(watch::tags(dir, wake.clone())?);
             }
             tasks.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {

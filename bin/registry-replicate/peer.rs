@@ -757,26 +757,59 @@ fn kind_of(bytes: &[u8]) -> String {
         .to_string()
 }
 
-/// A registry store on this machine, opened read-only for each pass.
+/// Where a store read straight from storage is.
+#[derive(Clone, Debug)]
+pub enum LocalSource {
+    /// A directory in Distribution's layout.
+    Directory(std::path::PathBuf),
+    /// A registry's config.yml: a directory or a bucket (`storage.s3`).
+    RegistryConfig(std::path::PathBuf),
+}
+
+impl LocalSource {
+    fn label(&self) -> String {
+        match self {
+            LocalSource::Directory(p) => p.display().to_string(),
+            LocalSource::RegistryConfig(p) => format!("the store of {}", p.display()),
+        }
+    }
+}
+
+/// A registry store read straight from storage, read-only; on a file
+/// system it is opened again for each pass (tags and repositories are
+/// indexed once per open), in a bucket it catches up with the notes the
+/// registry's nodes leave (storage::changes).
 pub struct LocalStore {
-    root: std::path::PathBuf,
+    source: LocalSource,
+    /// The store's root directory, when it is on a file system.
+    directory: Option<std::path::PathBuf>,
     store: Mutex<Arc<Store>>,
 }
 
 impl LocalStore {
-    pub fn open(root: &std::path::Path) -> anyhow::Result<LocalStore> {
-        let store = open_store(root)?;
+    pub fn open(source: LocalSource) -> anyhow::Result<LocalStore> {
+        let (store, directory) = open_store(&source)?;
         Ok(LocalStore {
-            root: root.to_path_buf(),
+            source,
+            directory,
             store: Mutex::new(store),
         })
     }
 
-    /// See the store as it is now (tags and repositories are indexed once
-    /// per open).
+    /// The root directory of a store on a file system (to watch its tags).
+    pub fn directory(&self) -> Option<&std::path::Path> {
+        self.directory.as_deref()
+    }
+
+    /// See the store as it is now.
     pub async fn refresh(&self) -> anyhow::Result<()> {
-        let root = self.root.clone();
-        let store = tokio::task::spawn_blocking(move || open_store(&root)).await??;
+        let store = self.store();
+        if store.listings_catch_up() {
+            blocking(move || Ok(store.catch_up()?)).await?;
+            return Ok(());
+        }
+        let source = self.source.clone();
+        let (store, _) = tokio::task::spawn_blocking(move || open_store(&source)).await??;
         *self.store.lock().expect("store lock") = store;
         Ok(())
     }
@@ -785,26 +818,40 @@ impl LocalStore {
         self.store.lock().expect("store lock").clone()
     }
 
-    pub fn root(&self) -> &std::path::Path {
-        &self.root
+    pub fn label(&self) -> String {
+        self.source.label()
     }
 }
 
-fn open_store(root: &std::path::Path) -> anyhow::Result<Arc<Store>> {
+/// The store, and its root directory when it is on a file system.
+type Opened = (Arc<Store>, Option<std::path::PathBuf>);
+
+fn open_store(source: &LocalSource) -> anyhow::Result<Opened> {
+    let options = StoreOptions {
+        readonly: true,
+        ..StoreOptions::default()
+    };
+    let root = match source {
+        LocalSource::Directory(root) => root.clone(),
+        LocalSource::RegistryConfig(path) => {
+            let config = registry::config::Config::load(path)?;
+            if let Some(s3) = &config.storage.s3 {
+                let store = Store::open_s3(s3, options)
+                    .with_context(|| format!("cannot open the store in bucket {:?}", s3.bucket))?;
+                return Ok((store, None));
+            }
+            config.storage.rootdirectory
+        }
+    };
     if !root.join("docker/registry/v2").is_dir() {
         bail!(
             "{} holds no registry store (no docker/registry/v2)",
             root.display()
         );
     }
-    Store::open(
-        root,
-        StoreOptions {
-            readonly: true,
-            ..StoreOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot open the store at {}", root.display()))
+    let store = Store::open(&root, options)
+        .with_context(|| format!("cannot open the store at {}", root.display()))?;
+    Ok((store, Some(root)))
 }
 
 fn repo_name(repo: &str) -> anyhow::Result<RepoName> {
@@ -823,7 +870,7 @@ impl Peer {
     pub fn label(&self) -> String {
         match self {
             Peer::Remote(r) => r.url(),
-            Peer::Local(l) => l.root().display().to_string(),
+            Peer::Local(l) => l.label(),
         }
     }
 
@@ -831,10 +878,7 @@ impl Peer {
     pub fn remote(&self) -> anyhow::Result<&Remote> {
         match self {
             Peer::Remote(r) => Ok(r),
-            Peer::Local(l) => bail!(
-                "{} is a store on disk, which is read only here",
-                l.root().display()
-            ),
+            Peer::Local(l) => bail!("{} is read only here", l.label()),
         }
     }
 
@@ -900,7 +944,7 @@ impl Peer {
                 );
                 blocking(move || match store.get_manifest(&name, &reference) {
                     Ok(m) => Ok(Some(Fetched {
-                        bytes: Bytes::from(m.bytes),
+                        bytes: m.bytes,
                         media_type: m.media_type.to_string(),
                         digest: m.digest,
                     })),
@@ -924,18 +968,23 @@ impl Peer {
             Peer::Remote(r) => r.open_blob(repo, digest, size, from).await,
             Peer::Local(l) => {
                 let store = l.store();
-                let (name, d) = (repo_name(repo)?, digest.clone());
-                let blob = blocking(move || Ok(store.open_blob(&name, &d)?)).await?;
+                let (name, d, st) = (repo_name(repo)?, digest.clone(), store.clone());
+                let blob = blocking(move || Ok(st.open_blob(&name, &d)?)).await?;
                 let len = blob.size;
                 if len != size {
                     bail!("{digest}: {len} bytes on disk, the manifest says {size}");
                 }
-                let BlobContent::File(file) = blob.content else {
-                    bail!("{digest}: a local store is read from a directory");
-                };
                 let (tx, rx) = mpsc::channel(4);
                 let digest = digest.clone();
-                tokio::task::spawn_blocking(move || read_into(file, from, digest, tx));
+                match blob.content {
+                    BlobContent::File(file) => {
+                        tokio::task::spawn_blocking(move || read_into(file, from, digest, tx));
+                    }
+                    BlobContent::Object(d) => {
+                        let stream = store.read_object(&d, from, size - from).await?;
+                        tokio::spawn(forward_object(stream, from, digest, tx));
+                    }
+                }
                 Ok(BlobStream {
                     size: size - from,
                     frames: rx,
@@ -952,6 +1001,36 @@ impl Peer {
                 let (name, d) = (repo_name(repo)?, digest.clone());
                 blocking(move || Ok(store.referrers(&name, &d, None)?)).await
             }
+        }
+    }
+}
+
+/// Pass an object's bytes from byte `from` on into the channel; read
+/// whole, its digest is checked as it goes.
+async fn forward_object(
+    mut stream: futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    from: u64,
+    digest: Digest,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    use futures_util::StreamExt;
+    let mut hasher = (from == 0).then(|| digest.algorithm().hasher());
+    while let Some(piece) = stream.next().await {
+        if let (Some(h), Ok(b)) = (hasher.as_mut(), &piece) {
+            h.update(b);
+        }
+        let failed = piece.is_err();
+        if tx.send(piece).await.is_err() || failed {
+            return;
+        }
+    }
+    if let Some(got) = hasher.map(|h| h.finish()) {
+        if got != digest {
+            let _ = tx
+                .send(Err(std::io::Error::other(format!(
+                    "the object in the bucket hashes to {got}"
+                ))))
+                .await;
         }
     }
 }

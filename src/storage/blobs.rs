@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -23,17 +22,20 @@ pub enum BlobContent {
     /// A file, read by the server in positioned reads.
     File(File),
     /// An object in a bucket: the server sends the client to a presigned
-    /// URL, or streams it (`Store::read_object`).
-    Object(PathBuf),
+    /// URL (`Store::object_url`), or streams it (`Store::read_object`).
+    Object(Digest),
 }
 
 impl Store {
     /// Where to send a client for an object's bytes (a presigned URL), or
     /// `None` when the server streams them itself (a file system, or
     /// `storage.redirect.disable`).
-    pub async fn object_url(&self, key: &Path) -> Result<Option<String>, StorageError> {
+    pub async fn object_url(&self, digest: &Digest) -> Result<Option<String>, StorageError> {
         match &self.backend {
-            Backend::S3(s3) if s3.redirect => s3.presigned_get(key).await.map(Some),
+            Backend::S3(s3) if s3.redirect => s3
+                .presigned_get(&self.layout.blob_data(digest))
+                .await
+                .map(Some),
             _ => Ok(None),
         }
     }
@@ -41,14 +43,21 @@ impl Store {
     /// The bytes `start..start+len` of an object in a bucket, as they arrive.
     pub async fn read_object(
         &self,
-        key: &Path,
+        digest: &Digest,
         start: u64,
         len: u64,
     ) -> Result<BoxStream<'static, io::Result<Bytes>>, StorageError> {
+        let key = self.layout.blob_data(digest);
         match &self.backend {
-            Backend::S3(s3) => s3.read_range(key, start, len).await,
+            Backend::S3(s3) => match s3.read_range(&key, start, len).await {
+                // Gone since it was opened (a collection, another node).
+                Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {
+                    Err(StorageError::BlobUnknown(digest.clone()))
+                }
+                r => r,
+            },
             Backend::Filesystem(_) => Err(StorageError::invalid(
-                key,
+                &key,
                 "objects are read from buckets only".into(),
             )),
         }
@@ -77,8 +86,47 @@ impl Store {
         if !self.blob_linked(repo, digest)? {
             return Err(StorageError::BlobUnknown(digest.clone()));
         }
-        self.blob_size(digest)?
-            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))
+        if let Some(size) = self.known_object_size(digest) {
+            return Ok(size);
+        }
+        let size = self
+            .blob_size(digest)?
+            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
+        self.note_object_size(digest, size);
+        Ok(size)
+    }
+
+    /// The size of a blob the server streams from a bucket, if known (see
+    /// `known_object_size`); `None` when it must be opened first, or when
+    /// clients are sent to presigned URLs instead.
+    pub fn streamed_object_size(&self, digest: &Digest) -> Option<u64> {
+        match &self.backend {
+            Backend::S3(s3) if !s3.redirect => self.known_object_size(digest),
+            _ => None,
+        }
+    }
+
+    /// In a bucket, a blob's size once seen, so that a HEAD or GET costs
+    /// the object store one request (the repository's link) rather than
+    /// two. A digest's size never changes; whether the blob is there is
+    /// still asked every time (the link; a GET fails if the object went).
+    /// On a file system a stat costs about what a lookup would, and the
+    /// collector's protocol reads times there, so nothing is kept.
+    fn known_object_size(&self, digest: &Digest) -> Option<u64> {
+        match self.backend {
+            Backend::S3(_) => self.object_sizes.get(digest).map(|s| *s),
+            Backend::Filesystem(_) => None,
+        }
+    }
+
+    fn note_object_size(&self, digest: &Digest, size: u64) {
+        if let Backend::S3(_) = self.backend {
+            // A bound, not a ranking: past a million sizes, start over.
+            if self.object_sizes.len() >= 1 << 20 {
+                self.object_sizes.clear();
+            }
+            self.object_sizes.insert(digest.clone(), size);
+        }
     }
 
     /// Open a blob for reading, with its size.
@@ -101,13 +149,22 @@ impl Store {
                 }
                 Err(e) => Err(StorageError::io(&path, e)),
             },
-            Backend::S3(_) => match self.backend.objects().stat(&path)? {
-                Some(meta) => Ok(OpenBlob {
-                    size: meta.size,
-                    content: BlobContent::Object(path),
-                }),
-                None => Err(StorageError::BlobUnknown(digest.clone())),
-            },
+            Backend::S3(_) => {
+                let size = match self.known_object_size(digest) {
+                    Some(size) => size,
+                    None => match self.backend.objects().stat(&path)? {
+                        Some(meta) => {
+                            self.note_object_size(digest, meta.size);
+                            meta.size
+                        }
+                        None => return Err(StorageError::BlobUnknown(digest.clone())),
+                    },
+                };
+                Ok(OpenBlob {
+                    size,
+                    content: BlobContent::Object(digest.clone()),
+                })
+            }
         }
     }
 

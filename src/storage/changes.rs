@@ -44,6 +44,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Journal {
     dir: PathBuf,
+    /// Whether this process removes old notes (not when it only reads the
+    /// store).
+    prunes: bool,
     node: String,
     seq: AtomicU64,
     reader: Mutex<Reader>,
@@ -77,9 +80,19 @@ fn now_millis() -> u64 {
 
 impl Journal {
     pub fn new(layout: &Layout) -> Journal {
+        Journal::with_pruning(layout, true)
+    }
+
+    /// A journal that hears notes but never removes any (a read-only store).
+    pub fn reader(layout: &Layout) -> Journal {
+        Journal::with_pruning(layout, false)
+    }
+
+    fn with_pruning(layout: &Layout, prunes: bool) -> Journal {
         let now = now_millis();
         Journal {
             dir: layout.changes_dir(),
+            prunes,
             node: hex::encode(rand::random::<[u8; 6]>()),
             seq: AtomicU64::new(0),
             reader: Mutex::new(Reader {
@@ -156,7 +169,7 @@ impl Journal {
         r.last_poll = now;
         let floor = format!("{:013}", now.saturating_sub(skew));
         r.seen = r.seen.split_off(&floor);
-        if now.saturating_sub(r.last_prune) >= PRUNE_EVERY.as_millis() as u64 {
+        if self.prunes && now.saturating_sub(r.last_prune) >= PRUNE_EVERY.as_millis() as u64 {
             r.last_prune = now;
             drop(r);
             self.prune(backend, now)?;

@@ -1,6 +1,8 @@
 //! Manifests and tags: put (checking every reference), get by tag or
 //! digest, delete by digest (with the tags that name it) or by tag alone.
 
+use bytes::Bytes;
+
 use super::error::StorageError;
 use super::Store;
 use crate::oci::media::ManifestKind;
@@ -9,7 +11,7 @@ use crate::oci::{Algorithm, Descriptor, Digest, Manifest, Reference, RepoName, T
 /// A manifest as stored: the client's bytes, its digest and media type.
 #[derive(Clone, Debug)]
 pub struct StoredManifest {
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     pub digest: Digest,
     pub media_type: &'static str,
 }
@@ -57,6 +59,8 @@ impl Store {
             objects.write(&data, bytes)?;
         }
         self.manifest_kinds.insert(digest.clone(), manifest.kind);
+        self.manifest_bytes
+            .put(&digest, &Bytes::copy_from_slice(bytes));
         self.backend
             .write_link(&self.layout.revision_link(repo, &digest), &digest)?;
         let new_repo = self.index.add_repo(repo);
@@ -138,12 +142,20 @@ impl Store {
         reference: &Reference,
     ) -> Result<StoredManifest, StorageError> {
         let digest = self.resolve(repo, reference)?;
-        let Some(bytes) = self
-            .backend
-            .objects()
-            .read(&self.layout.blob_data(&digest))?
-        else {
-            return Err(StorageError::ManifestUnknown(reference.to_string()));
+        let bytes = match self.manifest_bytes.get(&digest) {
+            Some(b) => b,
+            None => {
+                let Some(bytes) = self
+                    .backend
+                    .objects()
+                    .read(&self.layout.blob_data(&digest))?
+                else {
+                    return Err(StorageError::ManifestUnknown(reference.to_string()));
+                };
+                let bytes = Bytes::from(bytes);
+                self.manifest_bytes.put(&digest, &bytes);
+                bytes
+            }
         };
         let kind = match self.manifest_kinds.get(&digest) {
             Some(k) => *k,
@@ -172,10 +184,11 @@ impl Store {
         reference: &Reference,
     ) -> Result<(Digest, u64, &'static str), StorageError> {
         let digest = self.resolve(repo, reference)?;
-        if let (Some(kind), Some(size)) = (
-            self.manifest_kinds.get(&digest).map(|k| *k),
-            self.blob_size(&digest)?,
-        ) {
+        let kind = self.manifest_kinds.get(&digest).map(|k| *k);
+        if let (Some(kind), Some(bytes)) = (kind, self.manifest_bytes.get(&digest)) {
+            return Ok((digest, bytes.len() as u64, kind.media_type()));
+        }
+        if let (Some(kind), Some(size)) = (kind, self.blob_size(&digest)?) {
             return Ok((digest, size, kind.media_type()));
         }
         let m = self.get_manifest(repo, &Reference::Digest(digest))?;

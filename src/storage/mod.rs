@@ -18,6 +18,7 @@
 
 pub mod backend;
 mod blobs;
+mod cache;
 pub mod changes;
 mod error;
 mod index;
@@ -50,6 +51,9 @@ pub use purge::PurgeReport;
 pub use uploads::{ByteSource, UploadStatus};
 pub use writer::WriteMode;
 
+/// Memory for manifest bytes (see `cache`): some thousands of manifests.
+const MANIFEST_CACHE_BYTES: usize = 32 << 20;
+
 /// What the store may do, from `storage.*` in the config.
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
@@ -66,6 +70,10 @@ pub struct Store {
     index: Index,
     /// Kinds of manifests read or written, to answer GET without parsing.
     manifest_kinds: DashMap<Digest, ManifestKind>,
+    /// Bytes of manifests read or written (content-addressed: never stale).
+    manifest_bytes: cache::ManifestBytes,
+    /// In a bucket, sizes of blobs seen (content-addressed; see `blobs`).
+    object_sizes: DashMap<Digest, u64>,
     uploads: uploads::Sessions,
     referrers: referrers::Cache,
     /// Notes of change to and from other processes on the same store.
@@ -110,7 +118,11 @@ impl Store {
         backend: Backend,
         options: StoreOptions,
     ) -> Result<Arc<Store>, StorageError> {
-        let journal = changes::Journal::new(&layout);
+        let journal = if options.readonly {
+            changes::Journal::reader(&layout)
+        } else {
+            changes::Journal::new(&layout)
+        };
         let index = Index::build(backend.objects(), &layout)?;
         Ok(Arc::new(Store {
             journal,
@@ -119,6 +131,8 @@ impl Store {
             options,
             index,
             manifest_kinds: DashMap::new(),
+            manifest_bytes: cache::ManifestBytes::new(MANIFEST_CACHE_BYTES),
+            object_sizes: DashMap::new(),
             uploads: uploads::Sessions::default(),
             referrers: referrers::Cache::default(),
             repo_locks: DashMap::new(),

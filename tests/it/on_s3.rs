@@ -5,30 +5,17 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry::storage::backend::s3::{S3Config, DEFAULT_CHUNK_SIZE, S3};
+use registry::storage::backend::s3::{S3Config, S3};
 use registry::storage::backend::suite;
 
 use crate::support::*;
 
 fn config(s3: &S3Target, root: &str) -> S3Config {
-    S3Config {
-        accesskey: Some(s3.access.clone()),
-        secretkey: Some(s3.secret.clone()),
-        sessiontoken: None,
-        region: "us-east-1".into(),
-        regionendpoint: Some(s3.endpoint.clone()),
-        bucket: s3.bucket.clone(),
-        forcepathstyle: true,
-        secure: false,
-        skipverify: false,
-        rootdirectory: root.into(),
-        chunksize: DEFAULT_CHUNK_SIZE,
-        redirect_disable: false,
-    }
+    S3Config::local(&s3.endpoint, &s3.bucket, (&s3.access, &s3.secret), root)
 }
 
 #[test]
@@ -155,10 +142,14 @@ fn unhonoured_keys_stop_the_start_naming_them() {
 }
 
 /// A TCP gate in front of the object store that can be closed (every
-/// connection refused at once and those open cut) and opened again.
+/// connection refused at once and those open cut) and opened again, and
+/// that can answer the first connections with S3's throttling answer.
 struct Gate {
     addr: String,
     open: Arc<AtomicBool>,
+    /// Connections still to be answered `503 SlowDown`.
+    throttle: Arc<AtomicUsize>,
+    throttled: Arc<AtomicUsize>,
 }
 
 impl Gate {
@@ -166,12 +157,30 @@ impl Gate {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let open = Arc::new(AtomicBool::new(true));
-        let flag = open.clone();
+        let (throttle, throttled) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (flag, left, count) = (open.clone(), throttle.clone(), throttled.clone());
         let upstream = upstream.trim_start_matches("http://").to_string();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                let Ok(client) = conn else { continue };
+                let Ok(mut client) = conn else { continue };
                 if !flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    // Read the request head, answer as a busy S3 does, close.
+                    let mut head = [0u8; 16384];
+                    let _ = client.read(&mut head);
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    count.fetch_add(1, Ordering::SeqCst);
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
@@ -204,8 +213,65 @@ impl Gate {
         Gate {
             addr: format!("http://{addr}"),
             open,
+            throttle,
+            throttled,
         }
     }
+
+    /// A server on the bucket whose every request to it passes the gate.
+    fn server(
+        &self,
+        s3: &S3Target,
+        dir: &std::path::Path,
+    ) -> (
+        std::process::Child,
+        String,
+        std::sync::mpsc::Receiver<String>,
+    ) {
+        let root = dir.join("data");
+        let through_gate = S3Target {
+            endpoint: self.addr.clone(),
+            bucket: s3.bucket.clone(),
+            access: s3.access.clone(),
+            secret: s3.secret.clone(),
+        };
+        let cfg = dir.join("gated.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nstorage:\n{}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
+                through_gate.driver(&root, false)
+            ),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("serve").arg(&cfg);
+        spawn_and_wait(cmd)
+    }
+}
+
+#[test]
+fn throttling_by_the_object_store_is_retried() {
+    let s3 = S3Target::required();
+    let gate = Gate::start(&s3.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    // The first connections the server opens to the object store are
+    // answered 503 SlowDown and closed; each request is retried, with
+    // backoff, on a new connection.
+    gate.throttle.store(3, Ordering::SeqCst);
+    let (mut child, addr, _log) = gate.server(&s3, dir.path());
+    let c = Client::for_addr(&addr);
+    let (manifest, _) = c.push_image("busy/app", "v1", "busy");
+    let got = c.get("/v2/busy/app/manifests/v1");
+    got.expect(200, None);
+    assert_eq!(got.body, manifest);
+    assert_eq!(
+        gate.throttled.load(Ordering::SeqCst),
+        3,
+        "throttled, then served"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
@@ -213,25 +279,7 @@ fn an_object_store_that_goes_away_makes_answers_503_until_it_returns() {
     let s3 = S3Target::required();
     let gate = Gate::start(&s3.endpoint);
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let through_gate = S3Target {
-        endpoint: gate.addr.clone(),
-        bucket: s3.bucket.clone(),
-        access: s3.access.clone(),
-        secret: s3.secret.clone(),
-    };
-    let cfg = dir.path().join("gated.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nstorage:\n{}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
-            through_gate.driver(&root, false)
-        ),
-    )
-    .unwrap();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("serve").arg(&cfg);
-    let (mut child, addr, log) = spawn_and_wait(cmd);
+    let (mut child, addr, log) = gate.server(&s3, dir.path());
     let c = Client::for_addr(&addr);
     let (_, digest) = c.push_image("away/app", "v1", "away");
 

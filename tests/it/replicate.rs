@@ -264,23 +264,53 @@ fn deletes_propagate_only_when_the_rule_says_so() {
     assert!(digest_of(&cb, "r", "keep").is_some());
 }
 
-#[test]
-fn a_store_on_disk_is_a_source_and_a_prefix_renames() {
-    let (a, b) = (Server::start(), Server::start());
-    let (ca, cb) = (Client::new(&a), Client::new(&b));
-    ca.push_image("team/app", "1.0", "from disk");
+/// Push two images to `a`, replicate them with `store` (a peer read straight
+/// from `a`'s storage, given as `key: value`) as the source, and check
+/// that `b` holds them under `prefix`.
+fn copy_from_storage(a: &Server, b: &Server, store: (&str, &Path), prefix: &str) {
+    let (ca, cb) = (Client::new(a), Client::new(b));
+    ca.push_image("team/app", "1.0", "read from storage");
     let idx = push_index(&ca, "team/multi", "2.0");
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "peers:\n  disk:\n    path: {}\n  b:\n    url: http://{}\nrules:\n  - source: disk\n    target: b\n    prefix: mirror/\n",
-        a.root.display(),
+        "peers:\n  store:\n    {}: {}\n  b:\n    url: http://{}\nrules:\n  - source: store\n    target: b\n    prefix: \"{prefix}\"\n",
+        store.0,
+        store.1.display(),
         b.addr
     );
     let (code, s, err) = replicate(dir.path(), &yaml, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(n(&s[0], "tags_copied"), 2, "{}", s[0]);
-    assert_same_content(&ca, &cb, "team/app", "mirror/team/app", "1.0");
-    assert_eq!(digest_of(&cb, "mirror/team/multi", "2.0"), Some(idx));
+    let app = format!("{prefix}team/app");
+    assert_same_content(&ca, &cb, "team/app", &app, "1.0");
+    assert_eq!(
+        digest_of(&cb, &format!("{prefix}team/multi"), "2.0"),
+        Some(idx)
+    );
+}
+
+#[test]
+fn a_store_on_disk_is_a_source_and_a_prefix_renames() {
+    let (a, b) = (Server::start(), Server::start());
+    copy_from_storage(&a, &b, ("path", &a.root), "mirror/");
+}
+
+/// A registry's own config.yml names the store to read: a directory in the
+/// file-system pass, a bucket in the S3 pass.
+#[test]
+fn a_registry_config_names_the_store_to_read() {
+    let (a, b) = (Server::start(), Server::start());
+    copy_from_storage(&a, &b, ("registry_config", &a.config), "");
+    // Only a source: a rule may not write to it.
+    let yaml = format!(
+        "peers:\n  store:\n    registry_config: {}\n  b:\n    url: http://{}\nrules:\n  - source: b\n    target: store\n",
+        a.config.display(),
+        b.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = replicate(dir.path(), &yaml, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("can only be a source"), "{err}");
 }
 
 /// Debian's docker-registry (CNCF Distribution 2.8) on 127.0.0.1.

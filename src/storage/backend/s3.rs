@@ -57,6 +57,26 @@ pub const MIN_CHUNK_SIZE: usize = 5 << 20;
 pub const DEFAULT_CHUNK_SIZE: usize = 10 << 20;
 
 impl S3Config {
+    /// A bucket on an S3-compatible endpoint of plain HTTP with static keys,
+    /// path style, the default part size, blobs streamed by the registry
+    /// (tests and benchmarks on a local object store).
+    pub fn local(endpoint: &str, bucket: &str, keys: (&str, &str), root: &str) -> S3Config {
+        S3Config {
+            accesskey: Some(keys.0.into()),
+            secretkey: Some(keys.1.into()),
+            sessiontoken: None,
+            region: "us-east-1".into(),
+            regionendpoint: Some(endpoint.into()),
+            bucket: bucket.into(),
+            forcepathstyle: true,
+            secure: false,
+            skipverify: false,
+            rootdirectory: root.into(),
+            chunksize: DEFAULT_CHUNK_SIZE,
+            redirect_disable: true,
+        }
+    }
+
     /// The root of the layout as a key prefix: no leading or trailing `/`.
     pub fn root_key(&self) -> String {
         self.rootdirectory.trim_matches('/').to_string()
