@@ -81,6 +81,49 @@ impl Index {
         })
     }
 
+    /// The same from one walk of every key under `repositories/` and a
+    /// concurrent read of the tags' links: for a bucket, where listing one
+    /// directory at a time would cost a round trip per directory.
+    pub fn build_by_walk(objects: &dyn Objects, layout: &Layout) -> Result<Index, StorageError> {
+        let root = layout.repositories_dir();
+        let mut repos: BTreeMap<RepoName, Tags> = BTreeMap::new();
+        let mut links = Vec::new();
+        for key in objects.walk(&root)? {
+            let parts: Vec<&str> = key.split('/').collect();
+            // The repository's name ends where its first `_` directory starts.
+            let Some(at) = parts.iter().position(|p| p.starts_with('_')) else {
+                continue;
+            };
+            if !matches!(parts[at], "_manifests" | "_layers") {
+                continue;
+            }
+            // Directories that are not valid names are not ours to serve.
+            let Ok(repo) = parts[..at].join("/").parse::<RepoName>() else {
+                continue;
+            };
+            if let [_, "tags", tag, "current", "link"] = parts[at..] {
+                if let Ok(tag) = tag.parse::<Tag>() {
+                    links.push((repo.clone(), tag));
+                }
+            }
+            repos.entry(repo).or_default();
+        }
+        let keys: Vec<_> = links
+            .iter()
+            .map(|(repo, tag)| layout.tag_current_link(repo, tag))
+            .collect();
+        let read = objects.read_many(&keys)?;
+        for (((repo, tag), key), bytes) in links.into_iter().zip(&keys).zip(read) {
+            if let Some(bytes) = bytes {
+                let digest = parse_link(key, &bytes)?;
+                repos.entry(repo).or_default().insert(tag, digest);
+            }
+        }
+        Ok(Index {
+            repos: RwLock::new(repos),
+        })
+    }
+
     pub fn repo_count(&self) -> usize {
         self.repos.read().unwrap().len()
     }
@@ -211,4 +254,49 @@ fn read_tags(
         tags.insert(tag, parse_link(&link, &bytes)?);
     }
     Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::backend::fs::Filesystem;
+
+    #[test]
+    fn one_walk_finds_what_the_walk_by_directory_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let files = Filesystem::new(layout.tmp_dir());
+        let d = Digest::sha256(b"m");
+        let link = d.to_string();
+        let repos = layout.repositories_dir();
+        for key in [
+            "a/b/_layers/sha256/00/link",
+            "a/b/_manifests/tags/v1/current/link",
+            "a/b/_manifests/tags/v1/index/sha256/00/link",
+            "a/b/_manifests/tags/v2/current/link",
+            "c/_manifests/revisions/sha256/00/link",
+            "only-uploads/_uploads/x/startedat",
+            "Not-A-Name/_layers/sha256/00/link",
+        ] {
+            files.write(&repos.join(key), link.as_bytes()).unwrap();
+        }
+        // A tag whose link is gone (deleted) is no tag.
+        files
+            .write(&repos.join("c/_manifests/tags/old/index/x"), b"")
+            .unwrap();
+        let by_dir = Index::build(&files, &layout).unwrap();
+        let by_walk = Index::build_by_walk(&files, &layout).unwrap();
+        let all = |i: &Index| i.catalog(100, None, |_| true).items;
+        assert_eq!(all(&by_walk), all(&by_dir));
+        let names: Vec<String> = all(&by_walk).iter().map(|r| r.to_string()).collect();
+        assert_eq!(names, ["a/b", "c"]);
+        let ab: RepoName = "a/b".parse().unwrap();
+        let tags = |i: &Index| i.tags(&ab, 10, None).unwrap().items;
+        assert_eq!(tags(&by_walk), tags(&by_dir));
+        assert_eq!(by_walk.tag_digest(&ab, &"v2".parse().unwrap()), Some(d));
+        assert_eq!(
+            by_walk.tags(&"c".parse().unwrap(), 10, None).unwrap().items,
+            vec![]
+        );
+    }
 }

@@ -51,6 +51,16 @@ pub use purge::PurgeReport;
 pub use uploads::{ByteSource, UploadStatus};
 pub use writer::WriteMode;
 
+/// The index from the layout: directory by directory on a file system (the
+/// walk skips what repositories hold besides their tags), in one paged
+/// listing in a bucket.
+fn build_index(backend: &Backend, layout: &Layout) -> Result<Index, StorageError> {
+    match backend {
+        Backend::Filesystem(_) => Index::build(backend.objects(), layout),
+        Backend::S3(_) => Index::build_by_walk(backend.objects(), layout),
+    }
+}
+
 /// Memory for manifest bytes (see `cache`): some thousands of manifests.
 const MANIFEST_CACHE_BYTES: usize = 32 << 20;
 
@@ -123,7 +133,7 @@ impl Store {
         } else {
             changes::Journal::new(&layout)
         };
-        let index = Index::build(backend.objects(), &layout)?;
+        let index = build_index(&backend, &layout)?;
         Ok(Arc::new(Store {
             journal,
             layout,
@@ -175,7 +185,7 @@ impl Store {
     fn apply(&self, heard: changes::Heard) -> Result<usize, StorageError> {
         if heard.rebuild {
             self.index
-                .replace_with(Index::build(self.backend.objects(), &self.layout)?);
+                .replace_with(build_index(&self.backend, &self.layout)?);
             self.referrers.forget_all();
         }
         for repo in &heard.repos {

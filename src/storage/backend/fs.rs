@@ -99,6 +99,26 @@ impl Objects for Filesystem {
         Ok(names)
     }
 
+    fn walk(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(rel) = stack.pop() {
+            for e in self.list(&dir.join(&rel))? {
+                let path = if rel.is_empty() {
+                    e.name
+                } else {
+                    format!("{rel}/{}", e.name)
+                };
+                if e.is_dir {
+                    stack.push(path);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn mark(&self, key: &Path) -> Result<(), StorageError> {
         match Filesystem::mark_file(key) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

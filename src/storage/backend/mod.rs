@@ -56,6 +56,15 @@ pub trait Objects: Send + Sync {
     /// The names of the files directly under `dir` that sort after `after`,
     /// in order: one request in a bucket, whatever came before.
     fn list_after(&self, dir: &Path, after: &str) -> Result<Vec<String>, StorageError>;
+    /// Every file under `dir`, at any depth, as paths relative to it: one
+    /// paged listing in a bucket, where a listing per directory would cost a
+    /// round trip each.
+    fn walk(&self, dir: &Path) -> Result<Vec<String>, StorageError>;
+    /// Several whole objects (each `None` if it does not exist); a bucket
+    /// reads them concurrently.
+    fn read_many(&self, keys: &[std::path::PathBuf]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        keys.iter().map(|k| self.read(k)).collect()
+    }
     /// Create an empty object that matters by its name alone, without the
     /// cost of making it durable (a note of change: losing one in a crash
     /// delays what others see, it loses nothing).
@@ -185,6 +194,15 @@ pub mod suite {
         );
         b.delete_dir(&root.join("a/b")).unwrap();
         b.delete_dir(&root.join("nothing/here")).unwrap();
+
+        let mut walked = b.walk(&root.join("a")).unwrap();
+        walked.sort();
+        assert_eq!(walked, ["e/f"]);
+        assert!(b.walk(&root.join("nothing")).unwrap().is_empty());
+        let many = b
+            .read_many(&[root.join("a/e/f"), root.join("a/none")])
+            .unwrap();
+        assert_eq!(many, [Some(b"y".to_vec()), None]);
 
         let notes = root.join("notes");
         assert!(b.list_after(&notes, "").unwrap().is_empty());

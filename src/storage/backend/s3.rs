@@ -454,6 +454,31 @@ impl Objects for S3 {
         Ok(names)
     }
 
+    fn walk(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
+        let prefix = Self::key(dir);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .wait(self.client.list(Some(&prefix)).try_collect())
+            .map_err(|e| fail(dir, e))?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<_> = m.location.prefix_match(&prefix)?.collect();
+                let names: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+                (!names.is_empty()).then(|| names.join("/"))
+            })
+            .collect())
+    }
+
+    fn read_many(&self, keys: &[std::path::PathBuf]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        // Some dozens in flight: enough to hide the round trips, few enough
+        // not to crowd the object store.
+        let reads = futures_util::stream::iter(keys.iter().map(|k| self.get(k)))
+            .buffered(32)
+            .map_ok(|b| b.map(|b| b.to_vec()))
+            .try_collect();
+        self.wait(reads)
+    }
+
     fn mark(&self, key: &Path) -> Result<(), StorageError> {
         self.wait(self.put(key, PutPayload::default()))
     }
