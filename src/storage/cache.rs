@@ -29,6 +29,10 @@ impl ManifestBytes {
         }
     }
 
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.map.contains_key(digest)
+    }
+
     pub fn get(&self, digest: &Digest) -> Option<Bytes> {
         self.map.get(digest).map(|b| b.clone())
     }

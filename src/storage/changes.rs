@@ -39,6 +39,10 @@ pub const POLL: Duration = Duration::from_secs(1);
 const SKEW: Duration = Duration::from_secs(10);
 /// How long notes are kept.
 const KEEP: Duration = Duration::from_secs(600);
+/// Longest repository name a note carries; a note for a longer one says
+/// `EVERYTHING` (a note's name must stay a valid file name).
+const MAX_NAMED: usize = 200;
+const EVERYTHING: &str = "~";
 /// How often a process removes notes older than `KEEP`.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -110,12 +114,13 @@ impl Journal {
     /// Leave a note that `repo` changed.
     pub fn note(&self, backend: &Backend, repo: &RepoName) -> Result<(), StorageError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{:013}.{}.{seq:08}.{}",
-            now_millis(),
-            self.node,
-            repo.as_str().replace('/', "+")
-        );
+        // A name too long for a file name (names may have 255 characters)
+        // asks readers to read everything again instead.
+        let named = match repo.as_str() {
+            r if r.len() <= MAX_NAMED => r.replace('/', "+"),
+            _ => EVERYTHING.to_string(),
+        };
+        let name = format!("{:013}.{}.{seq:08}.{named}", now_millis(), self.node);
         backend.note(&self.dir.join(name))
     }
 
@@ -162,7 +167,12 @@ impl Journal {
                 continue;
             }
             if note.node != self.node {
-                heard.repos.insert(note.repo);
+                match note.repo {
+                    Some(repo) => {
+                        heard.repos.insert(repo);
+                    }
+                    None => heard.rebuild = true,
+                }
             }
             r.seen.insert(name);
         }
@@ -172,7 +182,10 @@ impl Journal {
         if self.prunes && now.saturating_sub(r.last_prune) >= PRUNE_EVERY.as_millis() as u64 {
             r.last_prune = now;
             drop(r);
-            self.prune(backend, now)?;
+            // Tidying: what was heard stands whether or not it succeeds.
+            if let Err(e) = self.prune(backend, now) {
+                tracing::debug!(error = %e, "old notes left for the next pruning");
+            }
         }
         Ok(heard)
     }
@@ -193,7 +206,8 @@ impl Journal {
 struct Note {
     millis: u64,
     node: String,
-    repo: RepoName,
+    /// `None`: read everything again (a name too long to carry).
+    repo: Option<RepoName>,
 }
 
 impl Note {
@@ -202,7 +216,10 @@ impl Note {
         let millis = parts.next()?.parse().ok()?;
         let node = parts.next()?.to_string();
         let _seq = parts.next()?;
-        let repo = parts.next()?.replace('+', "/").parse().ok()?;
+        let repo = match parts.next()? {
+            EVERYTHING => None,
+            named => Some(named.replace('+', "/").parse().ok()?),
+        };
         Some(Note { millis, node, repo })
     }
 }
@@ -227,13 +244,19 @@ mod tests {
         assert!(b.poll(&backend).unwrap().repos.is_empty(), "only once");
         b.note(&backend, &repo).unwrap();
         assert_eq!(a.poll(&backend).unwrap().repos.len(), 1);
+
+        // A name too long for a file name asks for everything instead.
+        let long: RepoName = format!("{}/x", "a".repeat(240)).parse().unwrap();
+        a.note(&backend, &long).unwrap();
+        let heard = b.poll(&backend).unwrap();
+        assert!(heard.rebuild && heard.repos.is_empty());
     }
 
     #[test]
     fn note_names_round_trip() {
         let n = Note::parse("0001764470000123.a1b2c3d4e5f6.00000007.library+alpine").unwrap();
         assert_eq!(n.millis, 1764470000123);
-        assert_eq!(n.repo.as_str(), "library/alpine");
+        assert_eq!(n.repo.unwrap().as_str(), "library/alpine");
         assert!(Note::parse("junk").is_none());
         assert!(Note::parse("1.n.1.UPPER").is_none());
     }

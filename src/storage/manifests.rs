@@ -59,8 +59,10 @@ impl Store {
             objects.write(&data, bytes)?;
         }
         self.manifest_kinds.insert(digest.clone(), manifest.kind);
-        self.manifest_bytes
-            .put(&digest, &Bytes::copy_from_slice(bytes));
+        if !self.manifest_bytes.contains(&digest) {
+            self.manifest_bytes
+                .put(&digest, &Bytes::copy_from_slice(bytes));
+        }
         self.backend
             .write_link(&self.layout.revision_link(repo, &digest), &digest)?;
         let new_repo = self.index.add_repo(repo);

@@ -88,6 +88,10 @@ pub struct Store {
     referrers: referrers::Cache,
     /// Notes of change to and from other processes on the same store.
     journal: changes::Journal,
+    /// One catch-up at a time (see `catch_up_since`).
+    catching_up: std::sync::Mutex<()>,
+    /// A catch-up failed part way: the next one rebuilds the index.
+    rebuild_owed: std::sync::atomic::AtomicBool,
     /// One lock per repository, held by manifest puts and by every delete,
     /// so that a delete's view of the tags (from the index) cannot be
     /// overtaken by a put naming the same manifest, and a put's reference
@@ -136,6 +140,8 @@ impl Store {
         let index = build_index(&backend, &layout)?;
         Ok(Arc::new(Store {
             journal,
+            catching_up: std::sync::Mutex::new(()),
+            rebuild_owed: std::sync::atomic::AtomicBool::new(false),
             layout,
             backend,
             options,
@@ -162,6 +168,7 @@ impl Store {
     /// repositories they noted are read anew. Blocking; the server calls it
     /// every `changes::POLL`.
     pub fn catch_up(&self) -> Result<usize, StorageError> {
+        let _one = self.catching_up.lock().unwrap();
         let heard = self.journal.poll(&self.backend)?;
         self.apply(heard)
     }
@@ -171,6 +178,9 @@ impl Store {
     /// listings call this first, so a repository or tag written through
     /// any node is listed at once by every other.
     pub fn catch_up_since(&self, since: std::time::Instant) -> Result<usize, StorageError> {
+        // Poll and apply under one lock: a request that finds a poll begun
+        // after it arrived also finds that poll's changes applied.
+        let _one = self.catching_up.lock().unwrap();
         match self.journal.poll_since(&self.backend, since)? {
             Some(heard) => self.apply(heard),
             None => Ok(0),
@@ -182,15 +192,29 @@ impl Store {
         matches!(self.backend, Backend::S3(_))
     }
 
+    /// Read again what notes named. A failure part way leaves a whole
+    /// rebuild owed (the notes are heard once), done at the next poll.
     fn apply(&self, heard: changes::Heard) -> Result<usize, StorageError> {
-        if heard.rebuild {
+        use std::sync::atomic::Ordering;
+        if heard.rebuild || self.rebuild_owed.load(Ordering::Relaxed) {
+            self.rebuild_owed.store(true, Ordering::Relaxed);
             self.index
                 .replace_with(build_index(&self.backend, &self.layout)?);
             self.referrers.forget_all();
+            self.rebuild_owed.store(false, Ordering::Relaxed);
+            return Ok(heard.repos.len());
         }
         for repo in &heard.repos {
-            self.index
-                .refresh_repo(self.backend.objects(), &self.layout, repo)?;
+            // Under the repository's lock, so a tag this node writes at the
+            // same moment is not overwritten by what was read before it.
+            let _repo = self.lock_repo(repo);
+            let refreshed = self
+                .index
+                .refresh_repo(self.backend.objects(), &self.layout, repo);
+            if let Err(e) = refreshed {
+                self.rebuild_owed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
             self.referrers.forget(repo);
         }
         Ok(heard.repos.len())

@@ -68,10 +68,9 @@ pub fn purge(
             let path = dir.join(&entry.name);
             if entry.name == "_uploads" {
                 let rel = dir.strip_prefix(layout.repositories_dir()).unwrap_or(&dir);
-                // Directories that are not valid names are not ours to serve.
-                let Some(repo) = rel.to_str().and_then(|s| s.parse::<RepoName>().ok()) else {
-                    continue;
-                };
+                // Under a directory that is no valid name no request can
+                // hold a session: its old ones are removed directly.
+                let repo = rel.to_str().and_then(|s| s.parse::<RepoName>().ok());
                 for upload in objects.list(&path)? {
                     let Some(id) = UploadId::parse(&upload.name) else {
                         continue;
@@ -85,7 +84,12 @@ pub fn purge(
                     if !older(last.modified, ages.upload) {
                         continue;
                     }
-                    if dry_run || remove(&repo, &id, &session)? {
+                    let removed = dry_run
+                        || match &repo {
+                            Some(repo) => remove(repo, &id, &session)?,
+                            None => objects.delete_dir(&session).map(|()| true)?,
+                        };
+                    if removed {
                         report.uploads += 1;
                         report.bytes += last.size;
                     }

@@ -42,16 +42,17 @@ impl Cache {
         // revision link is gone.
         let mut list = match guard.as_mut().and_then(|m| m.get_mut(subject)) {
             Some(list) => {
-                let mut kept = Vec::with_capacity(list.len());
-                for d in list.drain(..) {
-                    if store
+                // Asked first, then dropped: an error leaves the list whole.
+                let mut gone = Vec::new();
+                for d in list.iter() {
+                    if !store
                         .backend
                         .exists(&store.layout.revision_link(repo, &d.digest))?
                     {
-                        kept.push(d);
+                        gone.push(d.digest.clone());
                     }
                 }
-                *list = kept;
+                list.retain(|d| !gone.contains(&d.digest));
                 list.clone()
             }
             None => vec![],

@@ -170,3 +170,35 @@ fn cross_repository_mount() {
     )
     .expect(400, Some("DIGEST_INVALID"));
 }
+
+#[test]
+fn an_empty_blob_and_a_blob_pushed_twice_round_trip() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let d = c.push_blob("r/empty", b"");
+    let g = c.get(&format!("/v2/r/empty/blobs/{d}"));
+    g.expect(200, None);
+    assert!(g.body.is_empty());
+    assert_eq!(g.header("content-length"), Some("0"));
+    // The same content uploaded again in chunks, into another repository
+    // (in a bucket: parts of a multipart upload that is then not needed).
+    let data: Vec<u8> = (0..12_000_000u32).map(|i| (i % 253) as u8).collect();
+    let d = c.push_blob("r/first", &data);
+    let start = c.call("POST", "/v2/r/second/blobs/uploads/", &[], None);
+    let loc = start.header("location").unwrap().to_string();
+    let r = c.call(
+        "PATCH",
+        &loc,
+        &[("content-type", "application/octet-stream")],
+        Some(&data),
+    );
+    r.expect(202, None);
+    let loc = r.header("location").unwrap().to_string();
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    c.call("PUT", &format!("{loc}{sep}digest={d}"), &[], None)
+        .expect(201, None);
+    let g = c.get(&format!("/v2/r/second/blobs/{d}"));
+    g.expect(200, None);
+    assert!(g.body == data);
+    assert!(s.stored_containing("/_uploads/").is_empty());
+}

@@ -266,6 +266,10 @@ impl S3 {
         start: u64,
         len: u64,
     ) -> Result<BoxStream<'static, io::Result<Bytes>>, StorageError> {
+        if len == 0 {
+            // An empty range is no range to the object store; nothing to read.
+            return Ok(futures_util::stream::empty().boxed());
+        }
         let options = GetOptions {
             range: Some(GetRange::Bounded(start..start + len)),
             ..GetOptions::default()

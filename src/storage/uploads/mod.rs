@@ -51,7 +51,7 @@ struct Session {
     /// In a bucket: where the bytes so far are (read anew at every lock).
     object: Option<object::State>,
     /// In a bucket: the end of a PUT's body, not stored until the commit.
-    pending: Option<Bytes>,
+    pending: Vec<Bytes>,
     /// Set once the session is committed or cancelled.
     closed: bool,
 }
@@ -63,7 +63,7 @@ impl Session {
             size: 0,
             hasher: None,
             object: None,
-            pending: None,
+            pending: Vec::new(),
             closed: false,
         }
     }
@@ -272,13 +272,23 @@ impl Store {
             Backend::Filesystem(_) => file::receive(self, session, id, body).await,
             Backend::S3(_) => object::receive(self, session, id, body, last).await,
         };
-        match received {
-            Ok(()) => Ok(()),
+        match (received, &self.backend) {
+            (Ok(()), _) => Ok(()),
             // Everything received was kept: the session stays usable.
-            Err(e @ StorageError::ClientGone(_)) => Err(e),
-            Err(e) => {
-                // The storage failed, not the client: what the session holds
-                // is unknown now, so drop it rather than keep a broken partial.
+            (Err(e @ StorageError::ClientGone(_)), _) => Err(e),
+            // In a bucket the state never names what is missing (a part or
+            // piece is stored before the state names it): the session is as
+            // its state says, and the next request reads it again. An object
+            // store that failed for a moment must not cost the client its
+            // upload.
+            (Err(e), Backend::S3(_)) => {
+                session.object = None;
+                session.pending.clear();
+                Err(e)
+            }
+            (Err(e), Backend::Filesystem(_)) => {
+                // The disk failed, not the client: what the file holds is
+                // unknown now, so drop it rather than keep a broken partial.
                 let _ = self.discard(session, id).await;
                 Err(e)
             }
@@ -294,9 +304,11 @@ impl Store {
         size: u64,
     ) -> Result<u64, StorageError> {
         self.link_blob(repo, digest)?;
-        self.backend
-            .objects()
-            .delete_dir(&self.layout.upload_dir(repo, id))?;
+        // The start time first: a session half removed reads as unknown,
+        // not as an empty upload a retried PUT would fail against.
+        let objects = self.backend.objects();
+        objects.delete(&self.layout.upload_started_at(repo, id))?;
+        objects.delete_dir(&self.layout.upload_dir(repo, id))?;
         Ok(size)
     }
 

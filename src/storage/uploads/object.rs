@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use object_store::PutPayload;
 use serde::{Deserialize, Serialize};
 
@@ -156,9 +156,9 @@ pub(super) async fn receive(
             Some(Ok(frame)) => {
                 let hasher = session.hasher.as_mut().expect("loaded");
                 hasher.update(&frame);
-                pending.buf.extend_from_slice(&frame);
+                pending.push(frame);
                 let state = session.object.as_ref().expect("loaded");
-                if state.pieces_size() + pending.buf.len() as u64 >= s3.chunk_size as u64 {
+                if state.pieces_size() + pending.len >= s3.chunk_size as u64 {
                     flush_part(store, session, id, &mut pending).await?;
                 }
             }
@@ -173,7 +173,7 @@ pub(super) async fn receive(
         // Acknowledged bytes must outlive this node: keep the rest as a piece.
         save_piece(store, session, id, &mut pending).await?;
     } else {
-        session.pending = Some(pending.buf.freeze());
+        session.pending = pending.take();
     }
     match client_error {
         Some(e) => Err(StorageError::ClientGone(e)),
@@ -181,10 +181,24 @@ pub(super) async fn receive(
     }
 }
 
-/// Bytes received in this request and not yet stored.
+/// Bytes received in this request and not yet stored: the body's frames
+/// as they came, handed to the object store without a copy.
 #[derive(Default)]
 struct Pending {
-    buf: BytesMut,
+    frames: Vec<Bytes>,
+    len: u64,
+}
+
+impl Pending {
+    fn push(&mut self, frame: Bytes) {
+        self.len += frame.len() as u64;
+        self.frames.push(frame);
+    }
+
+    fn take(&mut self) -> Vec<Bytes> {
+        self.len = 0;
+        std::mem::take(&mut self.frames)
+    }
 }
 
 /// Send the pieces and the pending bytes as the next part, then record it.
@@ -199,9 +213,8 @@ async fn flush_part(
     let data_key = store.layout.upload_data(&repo, id);
     let mut state = session.object.take().expect("loaded");
     let mut payload = read_pieces(store, &repo, id, &state).await?;
-    let fresh = pending.buf.split().freeze();
-    let fresh_len = fresh.len() as u64;
-    payload.push(fresh);
+    let fresh_len = pending.len;
+    payload.extend(pending.take());
     let size: u64 = payload.iter().map(|b| b.len() as u64).sum();
     let upload = match &state.multipart {
         Some(u) => u.clone(),
@@ -222,10 +235,12 @@ async fn flush_part(
     state.hash = hash_state(session.hasher.as_ref().expect("loaded"));
     save_state(store, &repo, id, &state).await?;
     session.size = state.size;
-    // The pieces are in the part now, and the state no longer names them.
+    // The pieces are in the part now, and the state no longer names them:
+    // removing them is tidying (the session's removal takes any left).
     let (st, repo2, id2) = (store.clone(), repo.clone(), id.clone());
     let offsets = piece_offsets(&state, &old_pieces);
-    blocking(move || {
+    session.object = Some(state);
+    let tidied = blocking(move || {
         for offset in offsets {
             st.backend
                 .objects()
@@ -233,8 +248,10 @@ async fn flush_part(
         }
         Ok(())
     })
-    .await?;
-    session.object = Some(state);
+    .await;
+    if let Err(e) = tidied {
+        tracing::debug!(error = %e, "pieces left for the session's removal");
+    }
     Ok(())
 }
 
@@ -259,21 +276,21 @@ async fn save_piece(
     id: &UploadId,
     pending: &mut Pending,
 ) -> Result<(), StorageError> {
-    if pending.buf.is_empty() {
+    if pending.len == 0 {
         return Ok(());
     }
     let s3 = s3(store);
     let repo = session.repo.clone();
     let mut state = session.object.take().expect("loaded");
-    let data = pending.buf.split().freeze();
+    let len = pending.len;
     let offset = state.size;
     s3.put(
         &piece_key(&store.layout, &repo, id, offset),
-        PutPayload::from(data.clone()),
+        PutPayload::from_iter(pending.take()),
     )
     .await?;
-    state.pieces.push(data.len() as u64);
-    state.size += data.len() as u64;
+    state.pieces.push(len);
+    state.size += len;
     state.hash = hash_state(session.hasher.as_ref().expect("loaded"));
     save_state(store, &repo, id, &state).await?;
     session.size = state.size;
@@ -334,8 +351,8 @@ pub(super) async fn commit(
     let s3 = s3(store);
     let repo = session.repo.clone();
     let state = session.object.clone().expect("loaded");
-    let last = session.pending.take().unwrap_or_default();
-    let size = state.size + last.len() as u64;
+    let last = std::mem::take(&mut session.pending);
+    let size = state.size + last.iter().map(|b| b.len() as u64).sum::<u64>();
     let data_key = store.layout.upload_data(&repo, id);
     let target = store.layout.blob_data(digest);
 
@@ -357,9 +374,14 @@ pub(super) async fn commit(
 
     let (st, t) = (store.clone(), target.clone());
     let present = blocking(move || st.backend.exists(&t)).await?;
-    if !present || actual.is_none() {
+    if present && actual.is_some() {
+        // The blob is there already: what this session uploaded is not needed.
+        if let Some(upload) = &state.multipart {
+            s3.abort_multipart(&data_key, upload).await?;
+        }
+    } else {
         let mut tail = read_pieces(store, &repo, id, &state).await?;
-        tail.push(last);
+        tail.extend(last);
         match &state.multipart {
             // Small: the bytes are all here; one PUT, straight into place
             // (after the check below for other algorithms).
@@ -367,18 +389,24 @@ pub(super) async fn commit(
                 s3.put(&target, PutPayload::from_iter(tail)).await?;
             }
             _ => {
-                let upload = match &state.multipart {
-                    Some(u) => u.clone(),
-                    None => s3.create_multipart(&data_key).await?,
-                };
-                let mut parts: Vec<String> = state.parts.iter().map(|p| p.id.clone()).collect();
-                if tail.iter().any(|b| !b.is_empty()) || parts.is_empty() {
-                    let part = s3
-                        .put_part(&data_key, &upload, parts.len(), PutPayload::from_iter(tail))
-                        .await?;
-                    parts.push(part);
+                // A PUT retried after the parts were completed finds the
+                // assembled object and goes on from there.
+                let (st, k) = (store.clone(), data_key.clone());
+                let assembled = blocking(move || st.backend.objects().stat(&k)).await?;
+                if assembled.map(|m| m.size) != Some(size) {
+                    let upload = match &state.multipart {
+                        Some(u) => u.clone(),
+                        None => s3.create_multipart(&data_key).await?,
+                    };
+                    let mut parts: Vec<String> = state.parts.iter().map(|p| p.id.clone()).collect();
+                    if tail.iter().any(|b| !b.is_empty()) || parts.is_empty() {
+                        let part = s3
+                            .put_part(&data_key, &upload, parts.len(), PutPayload::from_iter(tail))
+                            .await?;
+                        parts.push(part);
+                    }
+                    s3.complete_multipart(&data_key, &upload, &parts).await?;
                 }
-                s3.complete_multipart(&data_key, &upload, &parts).await?;
                 if actual.is_none() {
                     let actual = rehash(store, &data_key, digest.algorithm()).await?;
                     if actual != *digest {
@@ -388,8 +416,7 @@ pub(super) async fn commit(
                         });
                     }
                 }
-                let (st, t) = (store.clone(), target.clone());
-                if !blocking(move || st.backend.exists(&t)).await? {
+                if !present {
                     s3.copy(&data_key, &target).await?;
                 }
             }
