@@ -86,13 +86,19 @@ impl Store {
         if !self.blob_linked(repo, digest)? {
             return Err(StorageError::BlobUnknown(digest.clone()));
         }
+        self.remembered_size(digest)?
+            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))
+    }
+
+    /// `blob_size`, answered from memory in a bucket once seen.
+    fn remembered_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         if let Some(size) = self.known_object_size(digest) {
-            return Ok(size);
+            return Ok(Some(size));
         }
-        let size = self
-            .blob_size(digest)?
-            .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
-        self.note_object_size(digest, size);
+        let size = self.blob_size(digest)?;
+        if let Some(size) = size {
+            self.note_object_size(digest, size);
+        }
         Ok(size)
     }
 
@@ -149,22 +155,13 @@ impl Store {
                 }
                 Err(e) => Err(StorageError::io(&path, e)),
             },
-            Backend::S3(_) => {
-                let size = match self.known_object_size(digest) {
-                    Some(size) => size,
-                    None => match self.backend.objects().stat(&path)? {
-                        Some(meta) => {
-                            self.note_object_size(digest, meta.size);
-                            meta.size
-                        }
-                        None => return Err(StorageError::BlobUnknown(digest.clone())),
-                    },
-                };
-                Ok(OpenBlob {
+            Backend::S3(_) => match self.remembered_size(digest)? {
+                Some(size) => Ok(OpenBlob {
                     size,
                     content: BlobContent::Object(digest.clone()),
-                })
-            }
+                }),
+                None => Err(StorageError::BlobUnknown(digest.clone())),
+            },
         }
     }
 
