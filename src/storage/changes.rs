@@ -13,9 +13,10 @@
 //! repository to read again, never what changed, so notes may arrive late,
 //! twice or out of order without harm.
 //!
-//! Clocks: a note is named by its writer's clock; a reader lists from its
-//! cursor minus `SKEW` and skips keys it has seen, so writers up to `SKEW`
-//! behind are still heard. Notes older than `KEEP` are removed by whoever
+//! Clocks: a note is named by its writer's clock when it is sent; a reader
+//! lists from its last poll minus `SKEW` and skips keys it has seen, so
+//! notes from writers up to `SKEW` behind (or slowed by retries that long)
+//! are still heard. Notes older than `KEEP` are removed by whoever
 //! sees them; a reader that fell further behind than that (stopped for a
 //! while) rebuilds its whole index instead.
 //!
@@ -35,8 +36,10 @@ use crate::oci::RepoName;
 
 /// How often a process looks for other processes' notes.
 pub const POLL: Duration = Duration::from_secs(1);
-/// How far behind another writer's clock may be and still be heard.
-const SKEW: Duration = Duration::from_secs(10);
+/// How far behind another writer's clock may be and still be heard; also
+/// longer than the object-store client's retries of one note's PUT (30 s),
+/// since a note is named before it is sent.
+const SKEW: Duration = Duration::from_secs(45);
 /// How long notes are kept.
 const KEEP: Duration = Duration::from_secs(600);
 /// Longest repository name a note carries; a note for a longer one says

@@ -242,16 +242,23 @@ fn read_tags(
     layout: &Layout,
     repo: &RepoName,
 ) -> Result<Tags, StorageError> {
+    let names: Vec<Tag> = objects
+        .list(&layout.tags_dir(repo))?
+        .into_iter()
+        .filter_map(|e| e.name.parse::<Tag>().ok())
+        .collect();
+    let links: Vec<_> = names
+        .iter()
+        .map(|tag| layout.tag_current_link(repo, tag))
+        .collect();
+    // In a bucket, concurrently: a repository of many tags is read again on
+    // every note another node leaves for it.
+    let read = objects.read_many(&links)?;
     let mut tags = Tags::new();
-    for entry in objects.list(&layout.tags_dir(repo))? {
-        let Ok(tag) = entry.name.parse::<Tag>() else {
-            continue;
-        };
-        let link = layout.tag_current_link(repo, &tag);
-        let Some(bytes) = objects.read(&link)? else {
-            continue;
-        };
-        tags.insert(tag, parse_link(&link, &bytes)?);
+    for ((tag, link), bytes) in names.into_iter().zip(&links).zip(read) {
+        if let Some(bytes) = bytes {
+            tags.insert(tag, parse_link(link, &bytes)?);
+        }
     }
     Ok(tags)
 }
