@@ -223,11 +223,7 @@ impl Gate {
         &self,
         s3: &S3Target,
         dir: &std::path::Path,
-    ) -> (
-        std::process::Child,
-        String,
-        std::sync::mpsc::Receiver<String>,
-    ) {
+    ) -> (Stopped, String, std::sync::mpsc::Receiver<String>) {
         let root = dir.join("data");
         let through_gate = S3Target {
             endpoint: self.addr.clone(),
@@ -246,7 +242,18 @@ impl Gate {
         .unwrap();
         let mut cmd = std::process::Command::new(BIN);
         cmd.arg("serve").arg(&cfg);
-        spawn_and_wait(cmd)
+        let (child, addr, log) = spawn_and_wait(cmd);
+        (Stopped(child), addr, log)
+    }
+}
+
+/// A server process killed when the test ends, passed or not.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -259,7 +266,7 @@ fn throttling_by_the_object_store_is_retried() {
     // answered 503 SlowDown and closed; each request is retried, with
     // backoff, on a new connection.
     gate.throttle.store(3, Ordering::SeqCst);
-    let (mut child, addr, _log) = gate.server(&s3, dir.path());
+    let (_server, addr, _log) = gate.server(&s3, dir.path());
     let c = Client::for_addr(&addr);
     let (manifest, _) = c.push_image("busy/app", "v1", "busy");
     let got = c.get("/v2/busy/app/manifests/v1");
@@ -270,8 +277,6 @@ fn throttling_by_the_object_store_is_retried() {
         3,
         "throttled, then served"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -279,7 +284,7 @@ fn an_object_store_that_goes_away_makes_answers_503_until_it_returns() {
     let s3 = S3Target::required();
     let gate = Gate::start(&s3.endpoint);
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, log) = gate.server(&s3, dir.path());
+    let (_server, addr, log) = gate.server(&s3, dir.path());
     let c = Client::for_addr(&addr);
     let (_, digest) = c.push_image("away/app", "v1", "away");
 
@@ -301,6 +306,4 @@ fn an_object_store_that_goes_away_makes_answers_503_until_it_returns() {
         lines.iter().any(|l| l.contains("object store unavailable")),
         "a log line says why: {lines:#?}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
