@@ -155,10 +155,6 @@ impl Store {
         }))
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     /// Tell other processes on the same store that `repo` changed.
     fn changed(&self, repo: &RepoName) -> Result<(), StorageError> {
         self.journal.note(&self.backend, repo)
@@ -227,10 +223,6 @@ impl Store {
             Backend::Filesystem(_) => self.layout.v2().is_dir(),
             Backend::S3(_) => self.backend.objects().list(self.layout.v2()).is_ok(),
         }
-    }
-
-    pub fn backend(&self) -> &Backend {
-        &self.backend
     }
 
     pub fn index(&self) -> &Index {

@@ -239,7 +239,7 @@ impl S3 {
         }
     }
 
-    pub fn key(path: &Path) -> Key {
+    fn key(path: &Path) -> Key {
         Key::from(path.to_string_lossy().trim_start_matches('/'))
     }
 
