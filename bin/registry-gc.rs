@@ -62,13 +62,11 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         grace: cli.grace,
         upload_age: config.storage.uploadpurging.age,
     };
-    let root = config
-        .storage
-        .filesystem_root()
-        .map_err(anyhow::Error::msg)?
-        .to_path_buf();
+    let storage = config.storage.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: a pass in a bucket drives its object-store client here.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -85,15 +83,15 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         });
         let mut failed = false;
         loop {
-            let (root, options, stop2, json) =
-                (root.clone(), options.clone(), stop.clone(), cli.json);
+            let (storage, options, stop2, json) =
+                (storage.clone(), options.clone(), stop.clone(), cli.json);
             let result = tokio::task::spawn_blocking(move || {
                 let progress = |phase: &str| {
                     if !json {
                         tracing::info!("{phase}");
                     }
                 };
-                gc::collect(&root, &options, &progress, &stop2)
+                gc::collect_store(&storage, &options, &progress, &stop2)
             })
             .await?;
             match result {

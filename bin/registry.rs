@@ -74,11 +74,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 upload_age: config.storage.uploadpurging.age,
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
-            let root = config
-                .storage
-                .filesystem_root()
-                .map_err(anyhow::Error::msg)?;
-            let report = registry::gc::collect(root, &options, &|_| {}, &stop)?;
+            let report = registry::gc::collect_store(&config.storage, &options, &|_| {}, &stop)?;
             if !quiet {
                 println!("{}", report.to_text());
             }

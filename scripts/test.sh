@@ -40,12 +40,15 @@ env -u TEST_S3_STORE cargo test --locked -- --skip on_s3:: 2>&1 | tee "$log/carg
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 count "$log/cargo.log" 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed'
 
-# The API suites again with every server's store in the bucket, and the
-# tests of S3 itself. Left out: what is about files by nature (a renamed
-# root, the O_DIRECT writer, the bound on memory of the file data path).
+# The API and collector suites again with every server's store in the
+# bucket, and the tests of S3 itself. Left out: what is about files by
+# nature (a renamed root, the O_DIRECT writer, the bound on memory of the
+# file data path, files aged or corrupted by hand).
 echo "== cargo test (S3, SeaweedFS on $SEAWEEDFS_ENDPOINT)"
-cargo test --locked --test it -- on_s3:: nodes:: blobs:: manifests:: uploads:: api:: auth:: \
+cargo test --locked --test it -- on_s3:: nodes:: blobs:: manifests:: uploads:: api:: auth:: gc:: \
 	replicate::a_registry_config_names_the_store_to_read \
+	--skip gc::grace_keeps_recent_uploads_and_old_sessions_go \
+	--skip gc::unreadable_input_deletes_nothing \
 	--skip api::health_readiness_and_metrics \
 	--skip uploads::buffered_writes_store_exact_bytes \
 	--skip uploads::sixty_four_concurrent_64_mib_uploads_stay_under_224_mib 2>&1 | tee "$log/cargo-s3.log"

@@ -69,21 +69,6 @@ pub struct StorageConfig {
     pub uploadpurging: UploadPurging,
 }
 
-impl StorageConfig {
-    /// The root directory, for the tools that work on files directly
-    /// (the collector); a store in a bucket is refused with a sentence.
-    pub fn filesystem_root(&self) -> Result<&Path, String> {
-        match &self.s3 {
-            None => Ok(&self.rootdirectory),
-            Some(s3) => Err(format!(
-                "garbage collection of a store in a bucket (storage.s3, bucket {:?}) is not implemented yet; \
-                 nothing was collected",
-                s3.bucket
-            )),
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct UploadPurging {
     pub enabled: bool,
@@ -1552,10 +1537,6 @@ health:
             ],
         )
         .unwrap();
-        assert!(
-            c.storage.filesystem_root().is_err(),
-            "no directory to collect"
-        );
         let s3 = c.storage.s3.expect("s3 selected");
         assert_eq!(s3.bucket, "images");
         assert_eq!(s3.region, "eu-west-1");

@@ -35,10 +35,20 @@ pub struct Marked {
 }
 
 /// What one manifest refers to.
-struct Refs {
-    children: Vec<Digest>,
-    blobs: Vec<Digest>,
-    subject: Option<Digest>,
+#[derive(Clone)]
+pub struct Refs {
+    pub children: Vec<Digest>,
+    pub blobs: Vec<Digest>,
+    pub subject: Option<Digest>,
+}
+
+/// A repository's manifests as the mark needs them: every revision with
+/// its link's time and what it refers to (`None`: its content is gone), and
+/// the digests its tags name.
+#[derive(Default)]
+pub struct RepoManifests {
+    pub revisions: HashMap<Digest, (SystemTime, Option<Refs>)>,
+    pub tagged: Vec<Digest>,
 }
 
 pub fn mark(
@@ -74,7 +84,7 @@ pub fn mark(
     Ok(marked)
 }
 
-type RepoResult = (usize, Vec<Digest>, Vec<Untagged>);
+pub type RepoResult = (usize, Vec<Digest>, Vec<Untagged>);
 
 fn mark_repo(
     layout: &Layout,
@@ -109,17 +119,34 @@ fn mark_repo(
             revisions.insert(digest.clone(), (time, refs(layout, &digest)?));
         }
     }
-
-    // Roots: tags; every revision unless untagged ones go; and, either way,
-    // revisions younger than the grace period (a push in progress).
-    let tags = index
+    let tagged = index
         .tags(repo, usize::MAX, None)
         .map(|p| p.items)
-        .unwrap_or_default();
-    let mut roots: Vec<Digest> = tags
+        .unwrap_or_default()
         .iter()
         .filter_map(|t| index.tag_digest(repo, t))
         .collect();
+    Ok(keep(
+        repo,
+        RepoManifests { revisions, tagged },
+        options,
+        cutoff,
+    ))
+}
+
+/// What a repository keeps, from its manifests: the number of manifests
+/// kept, the blobs they need, and (with `delete_untagged`) the revisions no
+/// tag reaches, with what each would have kept.
+pub fn keep(
+    repo: &RepoName,
+    manifests: RepoManifests,
+    options: &Options,
+    cutoff: SystemTime,
+) -> RepoResult {
+    let RepoManifests { revisions, tagged } = manifests;
+    // Roots: tags; every revision unless untagged ones go; and, either way,
+    // revisions younger than the grace period (a push in progress).
+    let mut roots = tagged;
     for (d, (time, _)) in &revisions {
         if !options.delete_untagged || *time >= cutoff {
             roots.push(d.clone());
@@ -176,7 +203,7 @@ fn mark_repo(
             reaches: blobs_of(&reach(std::slice::from_ref(d))),
         })
         .collect();
-    Ok((kept.len(), blobs_of(&kept), untagged))
+    (kept.len(), blobs_of(&kept), untagged)
 }
 
 /// What a manifest refers to; `None` if its content is gone (a revision
@@ -184,24 +211,26 @@ fn mark_repo(
 /// pass: what it references cannot be known, so nothing may be deleted.
 fn refs(layout: &Layout, digest: &Digest) -> Result<Option<Refs>, GcError> {
     let path = layout.blob_data(digest);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(GcError::io(&path, e)),
-    };
+    match fs::read(&path) {
+        Ok(bytes) => parse_refs(&path, digest, &bytes).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(GcError::io(&path, e)),
+    }
+}
+
+/// What the manifest `digest`, stored at `path`, refers to.
+pub fn parse_refs(path: &Path, digest: &Digest, bytes: &[u8]) -> Result<Refs, GcError> {
     let unparsable = |e: &dyn std::fmt::Display| {
-        GcError::io(&path, format!("manifest {digest} cannot be parsed: {e}"))
+        GcError::io(path, format!("manifest {digest} cannot be parsed: {e}"))
     };
-    let m = match Manifest::parse(&bytes, None) {
+    let m = match Manifest::parse(bytes, None) {
         Ok(m) => m,
         // Old Docker schema1 manifests (which the server no longer takes)
         // still hold layers in stores written long ago.
-        Err(ManifestError::Schema1) => {
-            return schema1_refs(&bytes).map(Some).map_err(|e| unparsable(&e))
-        }
+        Err(ManifestError::Schema1) => return schema1_refs(bytes).map_err(|e| unparsable(&e)),
         Err(e) => return Err(unparsable(&e)),
     };
-    Ok(Some(Refs {
+    Ok(Refs {
         children: m.manifests.iter().map(|c| c.digest.clone()).collect(),
         blobs: m
             .config
@@ -210,7 +239,7 @@ fn refs(layout: &Layout, digest: &Digest) -> Result<Option<Refs>, GcError> {
             .map(|b| b.digest.clone())
             .collect(),
         subject: m.subject.map(|s| s.digest),
-    }))
+    })
 }
 
 fn schema1_refs(bytes: &[u8]) -> Result<Refs, String> {

@@ -19,6 +19,7 @@
 //! Doubt never deletes: if any directory, link or manifest cannot be read,
 //! the pass reports it and deletes nothing.
 
+mod bucket;
 mod mark;
 mod sweep;
 
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::config::StorageConfig;
 use crate::storage::Layout;
 
 /// How a pass runs.
@@ -74,6 +76,8 @@ pub enum GcError {
     Incomplete(Vec<String>),
     #[error("interrupted")]
     Interrupted,
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 impl GcError {
@@ -82,6 +86,19 @@ impl GcError {
             path: path.display().to_string(),
             message: e.to_string(),
         }
+    }
+}
+
+/// Run one pass over the store a config names: in a directory or a bucket.
+pub fn collect_store(
+    storage: &StorageConfig,
+    options: &Options,
+    progress: &(dyn Fn(&str) + Sync),
+    stop: &AtomicBool,
+) -> Result<Report, GcError> {
+    match &storage.s3 {
+        Some(s3) => bucket::collect(s3, options, progress, stop),
+        None => collect(&storage.rootdirectory, options, progress, stop),
     }
 }
 

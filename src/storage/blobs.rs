@@ -194,7 +194,8 @@ impl Store {
                 return Ok(false);
             }
         }
-        if self.blob_size(digest)?.is_none() {
+        // Claimed, not just looked at: a collection running now keeps it.
+        if !self.claim_blobs(std::slice::from_ref(digest))?[0] {
             return Ok(false);
         }
         self.link_blob(repo, digest)?;

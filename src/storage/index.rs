@@ -10,7 +10,7 @@ use std::sync::RwLock;
 
 use super::backend::{parse_link, Objects};
 use super::error::StorageError;
-use super::layout::Layout;
+use super::layout::{repository_key, Layout};
 use crate::oci::{Digest, RepoName, Tag};
 
 type Tags = BTreeMap<Tag, Digest>;
@@ -89,19 +89,10 @@ impl Index {
         let mut repos: BTreeMap<RepoName, Tags> = BTreeMap::new();
         let mut links = Vec::new();
         for key in objects.walk(&root)? {
-            let parts: Vec<&str> = key.split('/').collect();
-            // The repository's name ends where its first `_` directory starts.
-            let Some(at) = parts.iter().position(|p| p.starts_with('_')) else {
+            let Some((repo, parts)) = repository_key(&key) else {
                 continue;
             };
-            if !matches!(parts[at], "_manifests" | "_layers") {
-                continue;
-            }
-            // Directories that are not valid names are not ours to serve.
-            let Ok(repo) = parts[..at].join("/").parse::<RepoName>() else {
-                continue;
-            };
-            if let [_, "tags", tag, "current", "link"] = parts[at..] {
+            if let ["_manifests", "tags", tag, "current", "link"] = parts[..] {
                 if let Ok(tag) = tag.parse::<Tag>() {
                     links.push((repo.clone(), tag));
                 }

@@ -13,10 +13,12 @@
 //!     _uploads/<id>/startedat                             RFC 3339 start time
 //!   _tmp/                                                 ours: staging for atomic writes
 //!   _changes/<millis>.<node>.<seq>.<name>                 ours: notes of change between nodes
+//!   _gc/used/<alg>/<hex>                                  ours, in a bucket: last use of a blob
+//!   _gc/deleting/<alg>/<hex>/<pass>                       ours, in a bucket: a collector's intent
 //! ```
 //!
 //! A link file holds the digest as text (`sha256:<hex>`, no newline).
-//! `_tmp` and `_changes` are outside `blobs/` and `repositories/`, where
+//! `_tmp`, `_changes` and `_gc` are outside `blobs/` and `repositories/`, where
 //! Distribution never looks, so they do not disturb a Distribution reading
 //! the tree.
 
@@ -48,6 +50,27 @@ impl Layout {
     /// Notes of change between processes sharing the store (`changes`).
     pub fn changes_dir(&self) -> PathBuf {
         self.v2.join("_changes")
+    }
+
+    /// Where the nodes and a collector on a bucket meet (`storage::in_use`).
+    pub fn in_use_dir(&self) -> PathBuf {
+        self.v2.join("_gc/used")
+    }
+
+    /// The object a node rewrites each time it uses a blob in a bucket.
+    pub fn in_use_marker(&self, d: &Digest) -> PathBuf {
+        self.in_use_dir().join(d.algorithm().as_str()).join(d.hex())
+    }
+
+    pub fn deletion_intents_dir(&self) -> PathBuf {
+        self.v2.join("_gc/deleting")
+    }
+
+    /// The intents of collectors to delete one blob, one object per pass.
+    pub fn deletion_intents(&self, d: &Digest) -> PathBuf {
+        self.deletion_intents_dir()
+            .join(d.algorithm().as_str())
+            .join(d.hex())
     }
 
     pub fn blobs_dir(&self) -> PathBuf {
@@ -129,6 +152,21 @@ impl Layout {
     pub fn upload_started_at(&self, repo: &RepoName, id: &UploadId) -> PathBuf {
         self.upload_dir(repo, id).join("startedat")
     }
+}
+
+/// A key under `repositories/` (relative to it) split at the repository's
+/// first `_` directory: the repository, and the path inside it from
+/// `_manifests` or `_layers` on. `None` for other keys (uploads, names
+/// that are no valid repository name).
+pub fn repository_key(key: &str) -> Option<(RepoName, Vec<&str>)> {
+    let parts: Vec<&str> = key.split('/').collect();
+    // The repository's name ends where its first `_` directory starts.
+    let at = parts.iter().position(|p| p.starts_with('_'))?;
+    if !matches!(parts[at], "_manifests" | "_layers") {
+        return None;
+    }
+    let repo = parts[..at].join("/").parse::<RepoName>().ok()?;
+    Some((repo, parts[at..].to_vec()))
 }
 
 /// An upload session id: a UUID, or anything of the same safe alphabet

@@ -50,12 +50,28 @@ impl Store {
         }
         let manifest = Manifest::parse(bytes, content_type)?;
         let _repo = self.lock_repo(repo);
-        self.check_references(repo, &manifest)?;
+        // Everything it references, and itself, claimed at once (see
+        // `in_use`): what exists is kept by a collection running now. The
+        // links are looked at after the claim: a collection that deleted a
+        // blob before it took the blob's links too.
+        let mut uses: Vec<Digest> = manifest
+            .required_blobs()
+            .map(|b| b.digest.clone())
+            .chain(manifest.manifests.iter().map(|c| c.digest.clone()))
+            .collect();
+        uses.push(digest.clone());
+        let mut exists = self.claim_blobs(&uses)?;
+        let stored = exists.pop().unwrap_or(false);
+        uses.pop();
+        if let Some((d, _)) = uses.iter().zip(&exists).find(|(_, e)| !**e) {
+            return Err(StorageError::ManifestBlobUnknown(d.clone()));
+        }
+        self.check_linked(repo, &manifest)?;
 
         // Content first, then the revision link, then the tag.
         let data = self.layout.blob_data(&digest);
         let objects = self.backend.objects();
-        if !objects.touch(&data)? {
+        if !stored {
             objects.write(&data, bytes)?;
         }
         self.manifest_kinds.insert(digest.clone(), manifest.kind);
@@ -88,24 +104,24 @@ impl Store {
         Ok(ManifestPut { digest, subject })
     }
 
-    /// Everything the manifest needs must be in the repository; each piece
-    /// is touched as it is checked, so that a collector running beside us
-    /// keeps it or we learn it is gone (see backend::fs::touch).
-    fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<(), StorageError> {
+    /// Everything the manifest references must be linked into the
+    /// repository: a blob by its `_layers` link, a child manifest as a
+    /// revision (or a blob).
+    fn check_linked(&self, repo: &RepoName, m: &Manifest) -> Result<(), StorageError> {
         let (b, objects) = (&self.backend, self.backend.objects());
         for blob in m.required_blobs() {
             let d = &blob.digest;
-            if !b.exists(&self.layout.layer_link(repo, d))?
-                || !objects.touch(&self.layout.blob_data(d))?
-            {
+            if !b.exists(&self.layout.layer_link(repo, d))? {
                 return Err(StorageError::ManifestBlobUnknown(d.clone()));
             }
         }
         for child in &m.manifests {
             let d = &child.digest;
+            // The revision link is touched: on a file system its time is
+            // what keeps an untagged child from a collection.
             let linked = objects.touch(&self.layout.revision_link(repo, d))?
                 || b.exists(&self.layout.layer_link(repo, d))?;
-            if !linked || !objects.touch(&self.layout.blob_data(d))? {
+            if !linked {
                 return Err(StorageError::ManifestBlobUnknown(d.clone()));
             }
         }

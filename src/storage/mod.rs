@@ -21,6 +21,7 @@ mod blobs;
 mod cache;
 pub mod changes;
 mod error;
+pub mod in_use;
 mod index;
 pub mod layout;
 mod manifests;
@@ -48,7 +49,7 @@ pub use index::Index;
 pub use layout::{Layout, UploadId};
 pub use manifests::{ManifestPut, StoredManifest};
 pub use purge::PurgeReport;
-pub use uploads::{ByteSource, UploadStatus};
+pub use uploads::{discard_session, ByteSource, UploadStatus};
 pub use writer::WriteMode;
 
 /// The index from the layout: directory by directory on a file system (the

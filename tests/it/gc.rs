@@ -30,9 +30,9 @@ fn push_with(
 }
 
 fn blob_count(s: &Server) -> usize {
-    s.files_containing("/blobs/sha256/")
+    s.stored_containing("/blobs/sha256/")
         .iter()
-        .filter(|p| p.ends_with("data"))
+        .filter(|p| p.ends_with("/data"))
         .count()
 }
 
@@ -64,7 +64,7 @@ fn frees_what_deleted_manifests_used_and_keeps_the_rest() {
         assert_eq!(dry[key], real[key], "dry run and real run agree on {key}");
     }
     assert_eq!(blob_count(&s), before - 3);
-    assert!(!s.blob_path(&sha256(b"only b")).exists());
+    assert!(!s.has_blob(&sha256(b"only b")));
     c.get(&format!("/v2/app/blobs/{}", sha256(b"only b")))
         .expect(404, Some("BLOB_UNKNOWN"));
     // a is whole.
@@ -133,7 +133,7 @@ fn untagged_manifests_indexes_and_referrers() {
     assert_eq!(r["manifests_deleted"], 1, "only the orphan: {r}");
     c.get(&format!("/v2/multi/manifests/{orphan}"))
         .expect(404, Some("MANIFEST_UNKNOWN"));
-    assert!(!s.blob_path(&sha256(b"orphan layer")).exists());
+    assert!(!s.has_blob(&sha256(b"orphan layer")));
     // The index, its child and the signature are whole.
     assert_eq!(c.get("/v2/multi/manifests/latest").body, idx.as_bytes());
     assert_eq!(c.get(&format!("/v2/multi/manifests/{xd}")).body, x);
@@ -249,29 +249,35 @@ fn verify(
     Ok(())
 }
 
-/// Clients push and delete images in a loop while registry-gc runs pass
-/// after pass with a grace of one second. Layers come from a small pool
-/// that goes unreferenced and stale between uses, and clients skip
-/// uploading what the registry says it has (as docker does), so a layer
-/// is often a sweep candidate at the moment a manifest starts using it:
-/// only the touch protocol keeps it. A push may be refused (the client
-/// uploads again); no stored image may lose a byte. Every live image is
-/// checked at every step, and all survivors at the end.
+/// Clients push and delete images in a loop through two nodes on one store
+/// (each step sends its blobs through one node and its manifest through
+/// the other) while registry-gc runs pass after pass with a grace of one
+/// second. Layers come from a small pool that goes unreferenced and stale
+/// between uses, and clients skip uploading what the registry says it has
+/// (as docker does), so a layer is often a sweep candidate at the moment a
+/// manifest starts using it: only the claim (a touch on a file system, the
+/// protocol of `storage::in_use` in a bucket) keeps it. A push may be
+/// refused (the client uploads again); no stored image may lose a byte.
+/// Every live image is checked at every step, through both nodes, and all
+/// survivors at the end.
 #[test]
 fn stress_gc_beside_pushes() {
     let s = Server::start();
-    let addr = s.addr.clone();
+    let second = Server::start_at(&s.root, Opts::default());
+    let nodes = [s.addr.clone(), second.addr.clone()];
     let done = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new((0usize, 0usize, 0usize, 0usize))); // pushed, refused, deleted, verified
     let survivors: Arc<Mutex<Vec<Pushed>>> = Arc::default();
     let mut workers = vec![];
     for w in 0..3 {
-        let (addr, stats, survivors) = (addr.clone(), stats.clone(), survivors.clone());
+        let (nodes, stats, survivors) = (nodes.clone(), stats.clone(), survivors.clone());
         workers.push(std::thread::spawn(move || {
-            let c = Client::for_addr(&addr);
+            let clients = [Client::for_addr(&nodes[0]), Client::for_addr(&nodes[1])];
             let repo = format!("stress/w{w}");
             let mut window: Vec<Pushed> = vec![];
             for i in 0..20 {
+                // Blobs and deletes through one node, the manifest through the other.
+                let (c, other) = (&clients[i % 2], &clients[(i + 1) % 2]);
                 let config = format!(r#"{{"w":{w},"i":{i}}}"#).into_bytes();
                 // The pool layer was last used two steps ago, by the image
                 // deleted just below: it turns stale (older than the grace)
@@ -306,7 +312,7 @@ fn stress_gc_beside_pushes() {
                         &[(&sha256(&pool), pool.len()), (&sha256(&own), own.len())],
                         None,
                     );
-                    let r = c.put_manifest(&repo, &tag, OCI_MANIFEST, m.as_bytes());
+                    let r = other.put_manifest(&repo, &tag, OCI_MANIFEST, m.as_bytes());
                     if r.status == 201 {
                         break m.into_bytes();
                     }
@@ -316,8 +322,10 @@ fn stress_gc_beside_pushes() {
                 stats.lock().unwrap().0 += 1;
                 window.push((repo.clone(), tag, manifest, blobs));
                 for (r, t, m, b) in &window {
-                    verify(&c, r, t, m, b).unwrap();
-                    stats.lock().unwrap().3 += 1;
+                    for node in &clients {
+                        verify(node, r, t, m, b).unwrap();
+                        stats.lock().unwrap().3 += 1;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -345,9 +353,11 @@ fn stress_gc_beside_pushes() {
     for r in results {
         r.unwrap();
     }
-    let c = Client::new(&s);
-    for (r, t, m, b) in survivors.lock().unwrap().iter() {
-        verify(&c, r, t, m, b).unwrap();
+    for node in [&s, &second] {
+        let c = Client::new(node);
+        for (r, t, m, b) in survivors.lock().unwrap().iter() {
+            verify(&c, r, t, m, b).unwrap();
+        }
     }
     let (pushed, refused, deleted, verified) = *stats.lock().unwrap();
     assert!(passes >= 10, "only {passes} GC passes ran");

@@ -307,3 +307,144 @@ fn an_object_store_that_goes_away_makes_answers_503_until_it_returns() {
         "a log line says why: {lines:#?}"
     );
 }
+
+/// A manifest naming a blob that a collector has announced it will delete
+/// (an intent under `_gc/deleting/`) waits for the collector's decision: if
+/// the intent goes and the blob stays, the push goes on; if the blob went
+/// with it, the push is refused, as for a blob never uploaded. Either way
+/// the push first rewrote the blob's marker, which a collector that had
+/// not yet written its intent would see.
+#[test]
+fn a_push_waits_for_a_collectors_intent_and_follows_its_decision() {
+    let s3 = S3Target::required();
+    let s = Server::start();
+    let c = Client::new(&s);
+    for (seed, collector_deletes) in [("kept", false), ("deleted", true)] {
+        let repo = format!("waits/{seed}");
+        let layer = format!("layer the collector decides about: {seed}");
+        let config = format!(r#"{{"seed":"{seed}"}}"#);
+        let (ld, cd) = (
+            c.push_blob(&repo, layer.as_bytes()),
+            c.push_blob(&repo, config.as_bytes()),
+        );
+        let hex = ld.trim_start_matches("sha256:").to_string();
+        let intent = format!("_gc/deleting/sha256/{hex}/a-test-pass");
+        s3.put(&s.root, &intent, b"");
+        let decided = {
+            let (root, hex, intent) = (s.root.clone(), hex.clone(), intent.clone());
+            let s3 = S3Target::required();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                if collector_deletes {
+                    s3.delete(&root, &format!("blobs/sha256/{}/{hex}/data", &hex[..2]));
+                    s3.delete(
+                        &root,
+                        &format!("repositories/{repo}/_layers/sha256/{hex}/link"),
+                    );
+                }
+                s3.delete(&root, &intent);
+            })
+        };
+        let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+        let started = std::time::Instant::now();
+        let r = c.put_manifest(&format!("waits/{seed}"), "t", OCI_MANIFEST, m.as_bytes());
+        let waited = started.elapsed();
+        decided.join().unwrap();
+        assert!(
+            waited >= Duration::from_millis(1200),
+            "the push did not wait for the intent ({waited:?})"
+        );
+        if collector_deletes {
+            r.expect(400, Some("MANIFEST_BLOB_UNKNOWN"));
+        } else {
+            r.expect(201, None);
+            assert_eq!(
+                c.get(&format!("/v2/waits/{seed}/blobs/{ld}")).body,
+                layer.as_bytes()
+            );
+        }
+        let marker = format!("_gc/used/sha256/{hex}");
+        assert!(
+            !s.stored_containing(&marker).is_empty(),
+            "no marker of use at {marker}"
+        );
+    }
+}
+
+/// A collection in a bucket removes upload sessions idle longer than the
+/// purge age, multipart upload and all, and leaves a fresh one alone.
+#[test]
+fn a_collection_in_a_bucket_removes_abandoned_uploads() {
+    S3Target::required();
+    let s = Server::start_with(Opts {
+        storage: "  maintenance:\n    uploadpurging:\n      enabled: false\n      age: 2s\n".into(),
+        ..Opts::default()
+    });
+    let c = Client::new(&s);
+    let start = |repo: &str| {
+        c.call(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            Some(b""),
+        )
+        .header("location")
+        .unwrap()
+        .to_string()
+    };
+    // More than a part's worth, so the session holds a multipart upload.
+    let old = start("uploads/old");
+    c.call("PATCH", &old, &[], Some(&vec![7u8; 11 << 20]))
+        .expect(202, None);
+    std::thread::sleep(Duration::from_secs(3));
+    let fresh = start("uploads/fresh");
+    c.call("PATCH", &fresh, &[], Some(b"just begun"))
+        .expect(202, None);
+    let (code, report, err) = run_gc(&s.config, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["uploads_deleted"], 1, "{report}");
+    assert!(s.stored_containing("uploads/old/_uploads/").is_empty());
+    assert!(!s.stored_containing("uploads/fresh/_uploads/").is_empty());
+    c.get(&old).expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
+    c.get(&fresh).expect(204, None);
+}
+
+/// A collection in a bucket that meets a link or a manifest it cannot read
+/// says which and deletes nothing.
+#[test]
+fn a_collection_in_a_bucket_that_cannot_read_everything_deletes_nothing() {
+    let s3 = S3Target::required();
+    let s = Server::start();
+    let c = Client::new(&s);
+    let (_, garbage) = c.push_image("r", "t", "to be collected");
+    c.call("DELETE", &format!("/v2/r/manifests/{garbage}"), &[], None)
+        .expect(202, None);
+    let (_, other) = c.push_image("other", "t", "o");
+    let blobs = || s.stored_containing("/blobs/sha256/").len();
+    let before = blobs();
+    s3.put(
+        &s.root,
+        "repositories/other/_manifests/tags/t/current/link",
+        b"garbage",
+    );
+    let (code, _, err) = run_gc(&s.config, &["--grace", "0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bad link"), "{err}");
+    assert_eq!(blobs(), before, "nothing deleted");
+
+    s3.put(
+        &s.root,
+        "repositories/other/_manifests/tags/t/current/link",
+        other.as_bytes(),
+    );
+    let hex = other.trim_start_matches("sha256:");
+    s3.put(
+        &s.root,
+        &format!("blobs/sha256/{}/{hex}/data", &hex[..2]),
+        b"{not json",
+    );
+    let (code, _, err) = run_gc(&s.config, &["--grace", "0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot be parsed"), "{err}");
+    assert_eq!(blobs(), before, "nothing deleted");
+}

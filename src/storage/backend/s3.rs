@@ -94,6 +94,28 @@ impl S3Config {
     }
 }
 
+/// An object as a listing or a HEAD shows it: enough to tell whether it
+/// was written again since (the collector's test of use, `in_use`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The key below the listed prefix (`a/b/c`); empty from a HEAD.
+    pub name: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    pub etag: Option<String>,
+}
+
+impl Listed {
+    fn from_meta(name: String, m: &object_store::ObjectMeta) -> Listed {
+        Listed {
+            name,
+            size: m.size,
+            modified: SystemTime::from(m.last_modified),
+            etag: m.e_tag.clone(),
+        }
+    }
+}
+
 /// One bucket, and the runtime its client runs on.
 pub struct S3 {
     client: Arc<AmazonS3>,
@@ -363,15 +385,62 @@ impl S3 {
             .list(Some(&prefix))
             .map_ok(|m| m.location)
             .boxed();
-        // Batches of DeleteObjects; a key deleted meanwhile is no error.
+        self.delete_stream(dir, keys).await
+    }
+
+    /// Delete the objects at `keys` in batches (DeleteObjects, up to a
+    /// thousand keys a request); a key already gone is no error.
+    pub async fn delete_many(&self, keys: &[std::path::PathBuf]) -> Result<(), StorageError> {
+        let Some(first) = keys.first() else {
+            return Ok(());
+        };
+        let keys: Vec<object_store::Result<Key>> = keys.iter().map(|k| Ok(Self::key(k))).collect();
+        self.delete_stream(first, futures_util::stream::iter(keys).boxed())
+            .await
+    }
+
+    async fn delete_stream(
+        &self,
+        context: &Path,
+        keys: BoxStream<'static, object_store::Result<Key>>,
+    ) -> Result<(), StorageError> {
         let mut deleted = self.client.delete_stream(keys);
         while let Some(r) = deleted.next().await {
             match r {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(fail(dir, e)),
+                Err(e) => return Err(fail(context, e)),
             }
         }
         Ok(())
+    }
+
+    /// Every object under `dir`, at any depth, with its size, time and ETag:
+    /// one paged listing.
+    pub async fn list_all(&self, dir: &Path) -> Result<Vec<Listed>, StorageError> {
+        let prefix = Self::key(dir);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .client
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| fail(dir, e))?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<_> = m.location.prefix_match(&prefix)?.collect();
+                let names: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+                (!names.is_empty()).then(|| Listed::from_meta(names.join("/"), m))
+            })
+            .collect())
+    }
+
+    /// One object's size, time and ETag, or `None` if it does not exist.
+    pub async fn head(&self, path: &Path) -> Result<Option<Listed>, StorageError> {
+        match self.client.head(&Self::key(path)).await {
+            Ok(m) => Ok(Some(Listed::from_meta(String::new(), &m))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(fail(path, e)),
+        }
     }
 }
 
@@ -385,18 +454,14 @@ impl Objects for S3 {
     }
 
     fn stat(&self, key: &Path) -> Result<Option<Meta>, StorageError> {
-        match self.wait(self.client.head(&Self::key(key))) {
-            Ok(m) => Ok(Some(Meta {
-                size: m.size,
-                modified: SystemTime::from(m.last_modified),
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(fail(key, e)),
-        }
+        Ok(self.wait(self.head(key))?.map(|l| Meta {
+            size: l.size,
+            modified: l.modified,
+        }))
     }
 
     /// An object's time cannot be set in place; existence is what the
-    /// server learns here (the collector does not run on buckets yet).
+    /// server learns here. (A blob in use is claimed instead: `in_use`.)
     fn touch(&self, key: &Path) -> Result<bool, StorageError> {
         Ok(self.stat(key)?.is_some())
     }
@@ -459,18 +524,8 @@ impl Objects for S3 {
     }
 
     fn walk(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
-        let prefix = Self::key(dir);
-        let listed: Vec<object_store::ObjectMeta> = self
-            .wait(self.client.list(Some(&prefix)).try_collect())
-            .map_err(|e| fail(dir, e))?;
-        Ok(listed
-            .iter()
-            .filter_map(|m| {
-                let parts: Vec<_> = m.location.prefix_match(&prefix)?.collect();
-                let names: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
-                (!names.is_empty()).then(|| names.join("/"))
-            })
-            .collect())
+        let listed = self.wait(self.list_all(dir))?;
+        Ok(listed.into_iter().map(|l| l.name).collect())
     }
 
     fn read_many(&self, keys: &[std::path::PathBuf]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 
 use super::backend::Backend;
 use super::error::StorageError;
-use super::layout::UploadId;
+use super::layout::{Layout, UploadId};
 use super::Store;
 use crate::oci::{Digest, Hasher, RepoName};
 
@@ -335,6 +335,25 @@ impl Store {
         }
         Ok(true)
     }
+}
+
+/// Remove an abandoned session from a process that holds none (a
+/// collector): in a bucket its multipart upload is aborted first, from the
+/// state it left (a state that cannot be read leaves only the parts, which
+/// the bucket's own lifecycle rules can expire).
+pub fn discard_session(
+    backend: &Backend,
+    layout: &Layout,
+    repo: &RepoName,
+    id: &UploadId,
+) -> Result<(), StorageError> {
+    if let Backend::S3(s3) = backend {
+        let state = object::state_in(backend.objects(), layout, repo, id)
+            .ok()
+            .flatten();
+        object::abort(s3, layout, repo, id, state.as_ref())?;
+    }
+    backend.objects().delete_dir(&layout.upload_dir(repo, id))
 }
 
 /// In a bucket, a session lives in memory only while a request holds it:

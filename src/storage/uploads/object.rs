@@ -31,6 +31,7 @@ use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::backend::s3::S3;
 use crate::storage::backend::{Backend, Objects};
 use crate::storage::error::StorageError;
+use crate::storage::in_use;
 use crate::storage::layout::{Layout, UploadId};
 
 /// Where a session's bytes are; stored as JSON in `_uploads/<id>/state`.
@@ -90,11 +91,8 @@ pub(super) fn read_state(
     repo: &RepoName,
     id: &UploadId,
 ) -> Result<Option<State>, StorageError> {
-    let key = state_key(&store.layout, repo, id);
-    match store.backend.objects().read(&key)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StorageError::invalid(&key, format!("upload state: {e}"))),
+    match state_in(store.backend.objects(), &store.layout, repo, id)? {
+        Some(state) => Ok(Some(state)),
         None if store
             .backend
             .exists(&store.layout.upload_started_at(repo, id))? =>
@@ -102,6 +100,22 @@ pub(super) fn read_state(
             Ok(None)
         }
         None => Err(StorageError::UploadUnknown),
+    }
+}
+
+/// The state object, if there is one.
+pub(super) fn state_in(
+    objects: &dyn Objects,
+    layout: &Layout,
+    repo: &RepoName,
+    id: &UploadId,
+) -> Result<Option<State>, StorageError> {
+    let key = state_key(layout, repo, id);
+    match objects.read(&key)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::invalid(&key, format!("upload state: {e}"))),
+        None => Ok(None),
     }
 }
 
@@ -372,8 +386,9 @@ pub(super) async fn commit(
         }
     }
 
-    let (st, t) = (store.clone(), target.clone());
-    let present = blocking(move || st.backend.exists(&t)).await?;
+    // Claimed, not just looked at: a blob there already is kept by a
+    // collection running now, and one it deleted is stored again below.
+    let present = in_use::claim(s3, &store.layout, digest).await?;
     if present && actual.is_some() {
         // The blob is there already: what this session uploaded is not needed.
         if let Some(upload) = &state.multipart {

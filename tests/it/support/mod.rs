@@ -227,11 +227,9 @@ impl S3Target {
         S3Target::from_env().expect("TEST_S3_STORE must name a bucket for the s3 tests")
     }
 
-    /// Every key under the prefix of the server that would use `root`, read
-    /// with object_store's own client (not the registry's).
-    pub fn keys(&self, root: &Path) -> Vec<String> {
-        use futures_util::TryStreamExt;
-        use object_store::ObjectStore;
+    /// object_store's own client (not the registry's) on the bucket, and a
+    /// runtime to drive it.
+    fn client(&self) -> (object_store::aws::AmazonS3, tokio::runtime::Runtime) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
@@ -242,15 +240,48 @@ impl S3Target {
             .with_secret_access_key(&self.secret)
             .build()
             .unwrap();
-        let prefix = object_store::path::Path::from(S3Target::prefix(root).trim_start_matches('/'));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        (client, rt)
+    }
+
+    /// Every key under the prefix of the server that would use `root`.
+    pub fn keys(&self, root: &Path) -> Vec<String> {
+        use futures_util::TryStreamExt;
+        use object_store::ObjectStore;
+        let (client, rt) = self.client();
+        let prefix = object_store::path::Path::from(S3Target::prefix(root).trim_start_matches('/'));
         let metas: Vec<object_store::ObjectMeta> = rt
             .block_on(client.list(Some(&prefix)).try_collect())
             .unwrap();
         metas.into_iter().map(|m| m.location.to_string()).collect()
+    }
+
+    /// The key of `rel` (a path inside the layout's `v2/`) for `root`.
+    fn v2_key(root: &Path, rel: &str) -> object_store::path::Path {
+        let prefix = S3Target::prefix(root);
+        object_store::path::Path::from(format!(
+            "{}/docker/registry/v2/{rel}",
+            prefix.trim_start_matches('/')
+        ))
+    }
+
+    /// Write an object at `rel` inside the layout of the server on `root`.
+    pub fn put(&self, root: &Path, rel: &str, data: &[u8]) {
+        use object_store::ObjectStoreExt;
+        let (client, rt) = self.client();
+        rt.block_on(client.put(&S3Target::v2_key(root, rel), data.to_vec().into()))
+            .unwrap();
+    }
+
+    /// Delete the object at `rel` inside the layout of the server on `root`.
+    pub fn delete(&self, root: &Path, rel: &str) {
+        use object_store::ObjectStoreExt;
+        let (client, rt) = self.client();
+        rt.block_on(client.delete(&S3Target::v2_key(root, rel)))
+            .unwrap();
     }
 
     /// The prefix inside the bucket for a server that would use `root`.
