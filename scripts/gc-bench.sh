@@ -6,14 +6,27 @@
 # once), with and without deleting untagged manifests, and checks that
 # both leave exactly the same blobs.
 #
-#   usage: scripts/gc-bench.sh REGISTRY_GC_BIN [REPOS=200] [PER_REPO=10]
+# With GC_BENCH_S3=1 the copies are in a bucket instead: a SeaweedFS the
+# script starts (scripts/seaweedfs.sh), each copy under a prefix of its
+# own, collected by Distribution's S3 driver and by ours.
+#
+#   usage: [GC_BENCH_S3=1] scripts/gc-bench.sh REGISTRY_GC_BIN [REPOS=200] [PER_REPO=10]
 set -euo pipefail
 GC=$(readlink -f "${1:?usage: $0 REGISTRY_GC_BIN [REPOS] [PER_REPO]}")
 REPOS=${2:-200}
 PER=${3:-10}
 DIST=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 DIR=$(mktemp -d "${BENCH_DIR:-/var/tmp}/gc-bench.XXXXXX")
-trap 'rm -rf "$DIR"' EXIT
+S3=${GC_BENCH_S3:-}
+if [ -n "$S3" ]; then
+	# shellcheck source=scripts/seaweedfs.sh
+	source "$(dirname "$0")/seaweedfs.sh"
+	seaweedfs_start "$DIR/s3" >/dev/null
+	trap 'seaweedfs_stop; rm -rf "$DIR"' EXIT
+	unset AWS_CA_BUNDLE
+else
+	trap 'rm -rf "$DIR"' EXIT
+fi
 
 python3 - "$DIR/store" "$REPOS" "$PER" <<'PY'
 import hashlib, json, os, sys
@@ -56,20 +69,65 @@ for o in range(500):
     blob(f"orphan {o}".encode() * 32)
 PY
 
-cfg() { # ROOT -> config path
+cfg() { # ROOT -> config path (a directory, or a prefix in the bucket)
+	local driver
+	if [ -n "$S3" ]; then
+		driver=$(seaweedfs_s3_driver "/${1##*/}")
+	else
+		driver="  filesystem:
+    rootdirectory: $1"
+	fi
 	cat >"$1.yml" <<CFG
 version: 0.1
 log:
   level: error
 storage:
-  filesystem:
-    rootdirectory: $1
+$driver
   delete:
     enabled: true
 CFG
 	echo "$1.yml"
 }
-blobs() { find "$1/docker/registry/v2/blobs" -name data | sed 's|.*/sha256/../||; s|/data||' | sort; }
+# copy_store NAME: a fresh copy of the generated store, as $DIR/NAME.
+copy_store() {
+	if [ -n "$S3" ]; then
+		"$(seaweedfs_weed)" filer.copy -c 16 "$DIR/store/docker" \
+			"$SEAWEEDFS_FILER_URL/buckets/$SEAWEEDFS_BUCKET/$1/" >/dev/null
+	else
+		rm -rf "${DIR:?}/$1"
+		cp -a "$DIR/store" "$DIR/$1"
+		sync
+	fi
+}
+blobs() { # NAME: the digests of the blobs left in a copy, sorted
+	if [ -n "$S3" ]; then
+		python3 - "$SEAWEEDFS_FILER_URL/buckets/$SEAWEEDFS_BUCKET/$1/docker/registry/v2/blobs/sha256" <<'PY'
+import json, sys, urllib.request
+def ls(url):
+    last = ""
+    while True:
+        req = urllib.request.Request(f"{url}/?limit=1000&lastFileName={last}", headers={"Accept": "application/json"})
+        try:
+            page = json.load(urllib.request.urlopen(req))
+        except urllib.error.HTTPError:
+            return
+        entries = page.get("Entries") or []
+        for e in entries:
+            yield e["FullPath"].rsplit("/", 1)[1]
+        if not page.get("ShouldDisplayLoadMore"):
+            return
+        last = page.get("LastFileName", "")
+out = []
+for prefix in ls(sys.argv[1]):
+    for hexdir in ls(f"{sys.argv[1]}/{prefix}"):
+        if "data" in ls(f"{sys.argv[1]}/{prefix}/{hexdir}"):
+            out.append(hexdir)
+print("\n".join(sorted(out)))
+PY
+	else
+		find "$DIR/$1/docker/registry/v2/blobs" -name data | sed 's|.*/sha256/../||; s|/data||' | sort
+	fi
+}
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>"$DIR/err" || { cat "$DIR/err" >&2; return 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 
 echo "store: $(find "$DIR/store/docker/registry/v2/blobs" -name data | wc -l) blobs, $(find "$DIR/store" -path '*revisions*' -name link | wc -l) manifests, $REPOS repositories"
@@ -80,15 +138,17 @@ for mode in keep-untagged delete-untagged; do
 	td=(); to=()
 	for round in 1 2; do
 		for who in dist ours; do
-			rm -rf "$DIR/copy"; cp -a "$DIR/store" "$DIR/copy"; sync
-			c=$(cfg "$DIR/copy")
+			copy="copy-$mode-$round-$who"
+			copy_store "$copy"
+			c=$(cfg "$DIR/$copy")
 			if [ "$who" = dist ]; then
 				td+=("$(secs "$DIST" garbage-collect "${dflag[@]}" "$c")")
-				blobs "$DIR/copy" >"$DIR/left-dist"
+				blobs "$copy" >"$DIR/left-dist"
 			else
 				to+=("$(secs "$GC" "$c" --grace 0 "${oflag[@]}")")
-				blobs "$DIR/copy" >"$DIR/left-ours"
+				blobs "$copy" >"$DIR/left-ours"
 			fi
+			[ -n "$S3" ] || rm -rf "${DIR:?}/$copy"
 		done
 	done
 	same=yes; cmp -s "$DIR/left-dist" "$DIR/left-ours" || same=NO

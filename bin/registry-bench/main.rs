@@ -161,7 +161,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
         .build()?;
     match cli.command {
         Cmd::Scenarios => {
-            for s in scenario::ALL {
+            for s in scenario::NAMED {
                 println!("{:<14} {}", s.name(), s.describe());
             }
             Ok(true)

@@ -15,8 +15,8 @@ use registry::client::{
 };
 
 const MIB: usize = 1 << 20;
-/// Repositories the catalog scenario creates.
-pub const CATALOG_REPOS: usize = 1000;
+/// Repositories a catalog page asks for.
+pub const CATALOG_PAGE: usize = 1000;
 /// Extra tags the tags-list scenario puts on one repository.
 const TAGS: usize = 100;
 /// Distinct blobs (and images) the pull scenarios cycle through.
@@ -30,6 +30,8 @@ pub enum Scenario {
     BlobHead,
     TagsList,
     Catalog,
+    /// Not in `ALL` (its setup takes minutes): named to run.
+    Catalog10k,
     Push1M,
     Push64M,
     PushChunked,
@@ -55,6 +57,23 @@ pub const ALL: [Scenario; 12] = [
     Scenario::Mix,
 ];
 
+/// Every scenario: `ALL` and those only run when named.
+pub const NAMED: [Scenario; 13] = [
+    Scenario::ManifestGet,
+    Scenario::BlobHead,
+    Scenario::TagsList,
+    Scenario::Catalog,
+    Scenario::Catalog10k,
+    Scenario::Push1M,
+    Scenario::Push64M,
+    Scenario::PushChunked,
+    Scenario::Pull1M,
+    Scenario::Pull64M,
+    Scenario::ImagePush,
+    Scenario::ImagePull,
+    Scenario::Mix,
+];
+
 impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
@@ -62,6 +81,7 @@ impl Scenario {
             Scenario::BlobHead => "blob-head",
             Scenario::TagsList => "tags-list",
             Scenario::Catalog => "catalog",
+            Scenario::Catalog10k => "catalog-10k",
             Scenario::Push1M => "push-1m",
             Scenario::Push64M => "push-64m",
             Scenario::PushChunked => "push-chunked",
@@ -79,6 +99,9 @@ impl Scenario {
             Scenario::BlobHead => "HEAD a 1 MiB blob, size checked",
             Scenario::TagsList => "GET tags/list of a repository with 101 tags",
             Scenario::Catalog => "GET _catalog?n=1000 over 1,001 repositories",
+            Scenario::Catalog10k => {
+                "GET _catalog?n=1000 over 10,001 repositories (run only when named)"
+            }
             Scenario::Push1M => "monolithic push (POST, PUT) of a new 1 MiB blob",
             Scenario::Push64M => "monolithic push (POST, PUT) of a new 64 MiB blob",
             Scenario::PushChunked => "chunked push of a new 64 MiB blob in 8 MiB PATCHes",
@@ -96,7 +119,7 @@ impl Scenario {
     pub fn target(self) -> f64 {
         match self {
             Scenario::ManifestGet | Scenario::BlobHead | Scenario::TagsList => 5.0,
-            Scenario::Catalog => 10.0,
+            Scenario::Catalog | Scenario::Catalog10k => 10.0,
             Scenario::Push64M => 2.5,
             Scenario::Pull64M => 1.3,
             _ => 3.0,
@@ -108,14 +131,23 @@ impl Scenario {
     /// a file system).
     pub fn target_on_s3(self) -> f64 {
         match self {
-            Scenario::Catalog => 20.0,
+            Scenario::Catalog | Scenario::Catalog10k => 20.0,
             Scenario::ImagePush | Scenario::ImagePull | Scenario::Mix => 2.0,
             other => other.target(),
         }
     }
 
+    /// The repositories the catalog scenarios create (besides the static one).
+    fn catalog_repos(self) -> usize {
+        match self {
+            Scenario::Catalog10k => 10 * CATALOG_PAGE,
+            _ => CATALOG_PAGE,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Scenario> {
-        ALL.into_iter()
+        NAMED
+            .into_iter()
             .find(|x| x.name() == s || (s == "mix" && *x == Scenario::Mix))
     }
 }
@@ -167,7 +199,11 @@ impl Fixture {
         };
         let conn = &mut conns[0];
         match scenario {
-            Scenario::ManifestGet | Scenario::BlobHead | Scenario::TagsList | Scenario::Catalog => {
+            Scenario::ManifestGet
+            | Scenario::BlobHead
+            | Scenario::TagsList
+            | Scenario::Catalog
+            | Scenario::Catalog10k => {
                 let image = Image::new(vec![f.one_mib.make(run, u64::MAX)], "static");
                 let static_repo = format!("{repo}/static");
                 push_image(conn, &static_repo, "latest", &image).await?;
@@ -176,13 +212,14 @@ impl Fixture {
                         put_manifest(conn, &static_repo, &format!("t{i:03}"), &image).await?;
                     }
                 }
-                if scenario == Scenario::Catalog {
+                if matches!(scenario, Scenario::Catalog | Scenario::Catalog10k) {
                     let image = &image;
                     let static_repo = &static_repo;
-                    let per = CATALOG_REPOS.div_ceil(conns.len());
+                    let count = scenario.catalog_repos();
+                    let per = count.div_ceil(conns.len());
                     let jobs = conns.iter_mut().enumerate().map(|(w, conn)| async move {
-                        for i in (w * per)..((w + 1) * per).min(CATALOG_REPOS) {
-                            let r = format!("{repo}/catalog/r{i:04}");
+                        for i in (w * per)..((w + 1) * per).min(count) {
+                            let r = format!("{repo}/catalog/r{i:05}");
                             for b in image.blobs() {
                                 mount_or_push(conn, &r, static_repo, b).await?;
                             }
@@ -291,7 +328,7 @@ impl Fixture {
                 }
                 Ok(text.len() as u64)
             }
-            Scenario::Catalog => {
+            Scenario::Catalog | Scenario::Catalog10k => {
                 let resp = conn
                     .send(Method::GET, "/v2/_catalog?n=1000", &[], Frames::empty())
                     .await?;
@@ -299,8 +336,8 @@ impl Fixture {
                 let v: serde_json::Value =
                     serde_json::from_str(&text).context("catalog is not JSON")?;
                 let n = v["repositories"].as_array().map_or(0, |t| t.len());
-                if n != CATALOG_REPOS {
-                    bail!("catalog page has {n} repositories, wanted {CATALOG_REPOS}");
+                if n != CATALOG_PAGE {
+                    bail!("catalog page has {n} repositories, wanted {CATALOG_PAGE}");
                 }
                 Ok(text.len() as u64)
             }

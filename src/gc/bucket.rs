@@ -24,24 +24,29 @@ use super::{GcError, Options, Report};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::backend::s3::{Listed, S3Config, S3};
 use crate::storage::backend::{parse_link, Backend};
-use crate::storage::in_use::{self, intent_is_live, ACTS};
+use crate::storage::in_use::{intent_is_live, ACTS};
 use crate::storage::layout::repository_key;
 use crate::storage::purge::{purge, PurgeAges};
 use crate::storage::{discard_session, Layout, StorageError};
 
-/// Digests decided on together: one DeleteObjects request at most.
-const BATCH: usize = 500;
+/// Digests decided on together (their keys go in one or a few
+/// DeleteObjects requests), and batches under way at once: the object
+/// store's time per deleted key is what a pass waits for.
+const BATCH: usize = 250;
+const BATCHES_AT_ONCE: usize = 4;
 /// Requests in flight at once.
 const CONCURRENT: usize = 32;
 /// Manifests read at once during the mark (bounds the memory they take).
 const MANIFESTS_AT_ONCE: usize = 1000;
 
-/// Everything the mark read from `repositories/`.
+/// Everything the mark read from `repositories/`, and the blobs listed
+/// meanwhile.
 #[derive(Default)]
 struct Repositories {
     manifests: HashMap<RepoName, RepoManifests>,
     /// Every `_layers` link, by the digest it names.
     layer_links: HashMap<Digest, Vec<PathBuf>>,
+    blobs: Vec<Listed>,
 }
 
 struct Collector<'a> {
@@ -96,6 +101,7 @@ pub fn collect(
     let Repositories {
         manifests,
         layer_links,
+        blobs,
     } = collector.read_repositories()?;
     report.repositories = manifests.len();
     let mut marked = HashSet::new();
@@ -116,7 +122,7 @@ pub fn collect(
     collector.untagged(untagged, &mut marked, &mut report)?;
     report.blobs_kept = marked.len();
     progress("sweeping blobs and their links");
-    collector.blobs(&marked, &layer_links, &mut report)?;
+    collector.blobs(blobs, &marked, &layer_links, &mut report)?;
     progress("sweeping uploads");
     collector.uploads(&mut report)?;
     report
@@ -194,12 +200,22 @@ impl Collector<'_> {
         Ok(self.s3.wait(self.s3.delete_many(&stale))?)
     }
 
-    /// One listing of `repositories/`, then the tags' links and the
-    /// manifests read concurrently. Anything unreadable stops the pass.
+    /// One listing of `repositories/` (and, beside it, one of `blobs/`),
+    /// then the tags' links and the manifests read concurrently. Anything
+    /// unreadable stops the pass. (A blob stored after its listing is no
+    /// candidate: only what was listed may be deleted.)
     fn read_repositories(&self) -> Result<Repositories, GcError> {
         let root = self.layout.repositories_dir();
-        let listed = self.s3.wait(self.s3.list_all(&root))?;
-        let mut repos = Repositories::default();
+        let blobs_dir = self.layout.blobs_dir();
+        let (listed, blobs) = self.s3.wait(futures_util::future::join(
+            self.s3.list_all(&root),
+            self.s3.list_all(&blobs_dir),
+        ));
+        let listed = listed?;
+        let mut repos = Repositories {
+            blobs: blobs?,
+            ..Repositories::default()
+        };
         let mut tag_links: Vec<(RepoName, PathBuf)> = Vec::new();
         for l in &listed {
             let Some((repo, parts)) = repository_key(&l.name) else {
@@ -280,55 +296,82 @@ impl Collector<'_> {
         Ok(self.s3.wait(reads)?)
     }
 
-    /// Steps 1, 2 and 4 of `in_use` around `delete` (step 3), for one batch:
-    /// `delete` gets the digests whose markers did not change. Returns those
-    /// that were in use (claimed during the pass), which are kept.
-    fn under_intents(
+    /// Decide about `candidates` under the protocol of `in_use`, a batch at
+    /// a time and `BATCHES_AT_ONCE` batches at once: `keys` names what goes
+    /// with a digest nobody claimed (`true`: its marker exists). Returns the
+    /// digests kept because they were claimed during the pass.
+    fn decide(
+        &self,
+        candidates: &[Digest],
+        keys: impl Fn(&Digest, bool) -> Vec<PathBuf> + Sync,
+    ) -> Result<HashSet<Digest>, GcError> {
+        let batches = candidates
+            .chunks(BATCH)
+            .map(|b| self.decide_batch(b, &keys));
+        let kept: Vec<Vec<Digest>> = self.s3.wait(
+            futures_util::stream::iter(batches)
+                .buffer_unordered(BATCHES_AT_ONCE)
+                .try_collect(),
+        )?;
+        self.stopped()?;
+        Ok(kept.into_iter().flatten().collect())
+    }
+
+    /// Steps 1 to 4 of `in_use` for one batch; the digests kept.
+    async fn decide_batch(
         &self,
         batch: &[Digest],
-        delete: impl FnOnce(&[Digest]) -> Result<(), StorageError>,
-    ) -> Result<Vec<Digest>, GcError> {
+        keys: &(impl Fn(&Digest, bool) -> Vec<PathBuf> + Sync),
+    ) -> Result<Vec<Digest>, StorageError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Ok(batch.to_vec());
+        }
         let s3 = self.s3;
         let began = Instant::now();
         let intents: Vec<PathBuf> = batch
             .iter()
             .map(|d| self.layout.deletion_intents(d).join(&self.pass))
             .collect();
-        let written =
+        let decided: Result<Vec<Digest>, StorageError> = async {
             futures_util::stream::iter(intents.iter().map(|k| s3.put(k, PutPayload::default())))
                 .buffer_unordered(CONCURRENT)
-                .try_collect::<Vec<()>>();
-        let markers: Vec<PathBuf> = batch.iter().map(|d| self.layout.in_use_marker(d)).collect();
-        let looked = async {
-            written.await?;
-            futures_util::stream::iter(markers.iter().map(|k| s3.head(k)))
-                .buffered(CONCURRENT)
-                .try_collect::<Vec<_>>()
-                .await
-        };
-        let result = s3.wait(looked).and_then(|markers| {
-            let (free, used): (Vec<_>, Vec<_>) = batch
-                .iter()
-                .zip(&markers)
-                .partition(|(d, now)| unchanged(now.as_ref(), self.markers.get(d)));
-            let free: Vec<Digest> = free.into_iter().map(|(d, _)| d.clone()).collect();
-            let used: Vec<Digest> = used.into_iter().map(|(d, _)| d.clone()).collect();
+                .try_collect::<Vec<()>>()
+                .await?;
+            let markers: Vec<PathBuf> =
+                batch.iter().map(|d| self.layout.in_use_marker(d)).collect();
+            let now: Vec<Option<Listed>> =
+                futures_util::stream::iter(markers.iter().map(|k| s3.head(k)))
+                    .buffered(CONCURRENT)
+                    .try_collect()
+                    .await?;
             // Past `ACTS` nodes may no longer honour the intents: decide
             // nothing, keep everything (a later pass tries again).
             if began.elapsed() >= ACTS {
                 tracing::warn!(
-                    "a batch of {} deletions took longer than {}s to decide; kept",
+                    "a batch of {} deletions took longer than {}s to decide; all kept",
                     batch.len(),
                     ACTS.as_secs()
                 );
                 return Ok(batch.to_vec());
             }
-            delete(&free)?;
+            let mut doomed = Vec::new();
+            let mut used = Vec::new();
+            for (d, now) in batch.iter().zip(&now) {
+                if unchanged(now.as_ref(), self.markers.get(d)) {
+                    doomed.extend(keys(d, now.is_some()));
+                } else {
+                    used.push(d.clone());
+                }
+            }
+            s3.delete_many(&doomed).await?;
             Ok(used)
-        });
+        }
+        .await;
         // The intents go whatever happened (a node waits for them).
-        s3.wait(s3.delete_many(&intents))?;
-        Ok(result?)
+        let removed = s3.delete_many(&intents).await;
+        let used = decided?;
+        removed?;
+        Ok(used)
     }
 
     /// Untagged revisions (with `delete_untagged`): their links go, unless
@@ -349,29 +392,24 @@ impl Collector<'_> {
             }
         }
         let digests: Vec<Digest> = by_digest.keys().cloned().collect();
-        for batch in digests.chunks(BATCH) {
-            self.stopped()?;
-            let links = |ds: &[Digest]| -> Vec<PathBuf> {
-                ds.iter()
-                    .flat_map(|d| &by_digest[d])
+        let in_use = if self.options.dry_run {
+            HashSet::new()
+        } else {
+            // The revision links go; the manifest's content and marker stay
+            // for the blob sweep.
+            self.decide(&digests, |d, _| {
+                by_digest[d]
+                    .iter()
                     .map(|u| self.layout.revision_link(&u.repo, &u.digest))
                     .collect()
-            };
-            let in_use = if self.options.dry_run {
-                Vec::new()
+            })?
+        };
+        for (d, revisions) in &by_digest {
+            if in_use.contains(d) {
+                report.kept_in_use += 1;
+                marked.extend(revisions.iter().flat_map(|u| u.reaches.iter().cloned()));
             } else {
-                self.under_intents(batch, |free| {
-                    self.s3.wait(self.s3.delete_many(&links(free)))
-                })?
-            };
-            for d in batch {
-                let revisions = &by_digest[d];
-                if in_use.contains(d) {
-                    report.kept_in_use += 1;
-                    marked.extend(revisions.iter().flat_map(|u| u.reaches.iter().cloned()));
-                } else {
-                    report.manifests_deleted += revisions.len();
-                }
+                report.manifests_deleted += revisions.len();
             }
         }
         Ok(())
@@ -381,11 +419,11 @@ impl Collector<'_> {
     /// claimed within it, with their markers and every link to them.
     fn blobs(
         &self,
+        listed: Vec<Listed>,
         marked: &HashSet<Digest>,
         layer_links: &HashMap<Digest, Vec<PathBuf>>,
         report: &mut Report,
     ) -> Result<(), GcError> {
-        let listed = self.s3.wait(self.s3.list_all(&self.layout.blobs_dir()))?;
         let mut sizes: HashMap<Digest, u64> = HashMap::new();
         for l in listed {
             // `<alg>/<hex[0..2]>/<hex>/data`
@@ -401,29 +439,25 @@ impl Collector<'_> {
             }
         }
         let candidates: Vec<Digest> = sizes.keys().cloned().collect();
-        for batch in candidates.chunks(BATCH) {
-            self.stopped()?;
-            let keys = |ds: &[Digest]| -> Vec<PathBuf> {
-                ds.iter()
-                    .flat_map(|d| {
-                        let links = layer_links.get(d).into_iter().flatten().cloned();
-                        in_use::blob_keys(&self.layout, d).into_iter().chain(links)
-                    })
-                    .collect()
-            };
-            let in_use = if self.options.dry_run {
-                Vec::new()
-            } else {
-                self.under_intents(batch, |free| self.s3.wait(self.s3.delete_many(&keys(free))))?
-            };
-            for d in batch {
-                if in_use.contains(d) {
-                    report.kept_in_use += 1;
-                } else {
-                    report.blobs_deleted += 1;
-                    report.bytes_freed += sizes[d];
-                    report.links_deleted += layer_links.get(d).map_or(0, Vec::len);
+        let in_use = if self.options.dry_run {
+            HashSet::new()
+        } else {
+            self.decide(&candidates, |d, marker| {
+                let mut keys = vec![self.layout.blob_data(d)];
+                if marker {
+                    keys.push(self.layout.in_use_marker(d));
                 }
+                keys.extend(layer_links.get(d).into_iter().flatten().cloned());
+                keys
+            })?
+        };
+        for (d, size) in &sizes {
+            if in_use.contains(d) {
+                report.kept_in_use += 1;
+            } else {
+                report.blobs_deleted += 1;
+                report.bytes_freed += size;
+                report.links_deleted += layer_links.get(d).map_or(0, Vec::len);
             }
         }
         Ok(())

@@ -38,7 +38,6 @@
 //! intents (by its own monotonic clock); so clocks may disagree by the
 //! difference. A later pass removes intents older than that.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -136,12 +135,6 @@ impl Store {
             }
         }
     }
-}
-
-/// The keys a collection removes with a blob it deletes (besides the links
-/// in repositories): its content and its marker.
-pub fn blob_keys(layout: &Layout, digest: &Digest) -> [PathBuf; 2] {
-    [layout.blob_data(digest), layout.in_use_marker(digest)]
 }
 
 #[cfg(test)]
