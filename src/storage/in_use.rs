@@ -83,6 +83,21 @@ pub fn intent_is_live(written: SystemTime, now: SystemTime) -> bool {
     now.duration_since(written).unwrap_or_default() < TRUSTED
 }
 
+/// Claim a blob that is probably new (an upload's, a manifest's own
+/// content): one look first, and a claim only if it is there. A blob that
+/// is not there needs none: whoever stores it makes it new, and a
+/// collection leaves new blobs alone.
+pub async fn claim_if_present(
+    s3: &S3,
+    layout: &Layout,
+    digest: &Digest,
+) -> Result<bool, StorageError> {
+    if s3.head(&layout.blob_data(digest)).await?.is_none() {
+        return Ok(false);
+    }
+    claim(s3, layout, digest).await
+}
+
 /// Claim `digest` for a push (steps 1 to 3 above): whether the blob exists,
 /// and, if it does, that no collection will delete it now.
 pub async fn claim(s3: &S3, layout: &Layout, digest: &Digest) -> Result<bool, StorageError> {
@@ -122,10 +137,7 @@ impl Store {
     /// claimed as above, several at once.
     pub(super) fn claim_blobs(&self, digests: &[Digest]) -> Result<Vec<bool>, StorageError> {
         match &self.backend {
-            Backend::Filesystem(_) => digests
-                .iter()
-                .map(|d| self.backend.objects().touch(&self.layout.blob_data(d)))
-                .collect(),
+            Backend::Filesystem(_) => digests.iter().map(|d| self.touch_blob(d)).collect(),
             Backend::S3(s3) => {
                 let claims =
                     futures_util::stream::iter(digests.iter().map(|d| claim(s3, &self.layout, d)))
@@ -134,6 +146,19 @@ impl Store {
                 s3.wait(claims)
             }
         }
+    }
+
+    /// `claim_blobs` for one blob that is probably new (a manifest's own
+    /// content): see `claim_if_present`.
+    pub(super) fn claim_if_present(&self, digest: &Digest) -> Result<bool, StorageError> {
+        match &self.backend {
+            Backend::Filesystem(_) => self.touch_blob(digest),
+            Backend::S3(s3) => s3.wait(claim_if_present(s3, &self.layout, digest)),
+        }
+    }
+
+    fn touch_blob(&self, digest: &Digest) -> Result<bool, StorageError> {
+        self.backend.objects().touch(&self.layout.blob_data(digest))
     }
 }
 

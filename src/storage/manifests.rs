@@ -54,19 +54,17 @@ impl Store {
         // `in_use`): what exists is kept by a collection running now. The
         // links are looked at after the claim: a collection that deleted a
         // blob before it took the blob's links too.
-        let mut uses: Vec<Digest> = manifest
+        let uses: Vec<Digest> = manifest
             .required_blobs()
             .map(|b| b.digest.clone())
             .chain(manifest.manifests.iter().map(|c| c.digest.clone()))
             .collect();
-        uses.push(digest.clone());
-        let mut exists = self.claim_blobs(&uses)?;
-        let stored = exists.pop().unwrap_or(false);
-        uses.pop();
+        let exists = self.claim_blobs(&uses)?;
         if let Some((d, _)) = uses.iter().zip(&exists).find(|(_, e)| !**e) {
             return Err(StorageError::ManifestBlobUnknown(d.clone()));
         }
         self.check_linked(repo, &manifest)?;
+        let stored = self.claim_if_present(&digest)?;
 
         // Content first, then the revision link, then the tag.
         let data = self.layout.blob_data(&digest);

@@ -42,7 +42,8 @@ fn every_scenario_runs_clean_against_our_server() {
     let page = c.get("/v2/_catalog?n=1000");
     let v: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
     assert_eq!(v["repositories"].as_array().unwrap().len(), 1000);
-    c.get("/v2/bench/catalog/r00999/tags/list").expect(200, None);
+    c.get("/v2/bench/catalog/r00999/tags/list")
+        .expect(200, None);
 }
 
 #[test]

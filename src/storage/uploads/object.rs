@@ -388,7 +388,7 @@ pub(super) async fn commit(
 
     // Claimed, not just looked at: a blob there already is kept by a
     // collection running now, and one it deleted is stored again below.
-    let present = in_use::claim(s3, &store.layout, digest).await?;
+    let present = in_use::claim_if_present(s3, &store.layout, digest).await?;
     if present && actual.is_some() {
         // The blob is there already: what this session uploaded is not needed.
         if let Some(upload) = &state.multipart {
