@@ -7,7 +7,7 @@
 set -euo pipefail
 
 PACKAGES=(
-	curl jq ca-certificates openssl apache2-utils python3-venv nginx-light
+	curl jq bc ca-certificates openssl apache2-utils python3-venv nginx-light
 	skopeo podman buildah containerd docker.io busybox-static
 	docker-registry
 )

@@ -5,7 +5,8 @@
 # registry binary that `cargo test` built (plain, then with htpasswd logins
 # over HTTPS), then the compatibility tests with Debian's docker-registry on
 # a shared data directory, then the client suite through nginx to two nodes
-# on one bucket, and the compatibility test on one bucket. Needs root (the tests mount
+# on one bucket, the compatibility test on one bucket, and registry-gc
+# against Distribution's collector on one bucket. Needs root (the tests mount
 # a tmpfs, and dockerd/containerd run) and scripts/setup.sh's packages.
 #
 # Ends with one line: "test: N passed, M failed" over the three stages.
@@ -87,6 +88,11 @@ echo "== compatibility with Distribution's S3 driver on one bucket"
 COMPAT_STORE=s3 scripts/compat.sh "$bin" 2>&1 | tee "$log/compat-s3.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 count "$log/compat-s3.log" '^compat: [0-9]+ passed, [0-9]+ failed'
+
+echo "== garbage collection in a bucket against Distribution's S3 driver"
+GC_BENCH_S3=1 scripts/gc-bench.sh target/debug/registry-gc 10 4 2>&1 | tee "$log/gc-s3.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+count "$log/gc-s3.log" '^gc-bench: [0-9]+ passed, [0-9]+ failed'
 
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	failed=1 # a stage failed without counting it (build error, crash)

@@ -39,6 +39,15 @@ const CONCURRENT: usize = 32;
 /// Manifests read at once during the mark (bounds the memory they take).
 const MANIFESTS_AT_ONCE: usize = 1000;
 
+/// What goes with a digest nobody claimed, in two requests: the links
+/// first, then the content. An upload that finds the content gone (and so
+/// claims nothing) stores it again and links it after both: its new link
+/// cannot be among those deleted.
+struct Doomed {
+    links: Vec<PathBuf>,
+    content: Vec<PathBuf>,
+}
+
 /// Everything the mark read from `repositories/`, and the blobs listed
 /// meanwhile.
 #[derive(Default)]
@@ -303,7 +312,7 @@ impl Collector<'_> {
     fn decide(
         &self,
         candidates: &[Digest],
-        keys: impl Fn(&Digest, bool) -> Vec<PathBuf> + Sync,
+        keys: impl Fn(&Digest, bool) -> Doomed + Sync,
     ) -> Result<HashSet<Digest>, GcError> {
         let batches = candidates
             .chunks(BATCH)
@@ -321,7 +330,7 @@ impl Collector<'_> {
     async fn decide_batch(
         &self,
         batch: &[Digest],
-        keys: &(impl Fn(&Digest, bool) -> Vec<PathBuf> + Sync),
+        keys: &(impl Fn(&Digest, bool) -> Doomed + Sync),
     ) -> Result<Vec<Digest>, StorageError> {
         if self.stop.load(Ordering::Relaxed) {
             return Ok(batch.to_vec());
@@ -354,16 +363,19 @@ impl Collector<'_> {
                 );
                 return Ok(batch.to_vec());
             }
-            let mut doomed = Vec::new();
+            let (mut links, mut content) = (Vec::new(), Vec::new());
             let mut used = Vec::new();
             for (d, now) in batch.iter().zip(&now) {
                 if unchanged(now.as_ref(), self.markers.get(d)) {
-                    doomed.extend(keys(d, now.is_some()));
+                    let doomed = keys(d, now.is_some());
+                    links.extend(doomed.links);
+                    content.extend(doomed.content);
                 } else {
                     used.push(d.clone());
                 }
             }
-            s3.delete_many(&doomed).await?;
+            s3.delete_many(&links).await?;
+            s3.delete_many(&content).await?;
             Ok(used)
         }
         .await;
@@ -397,11 +409,12 @@ impl Collector<'_> {
         } else {
             // The revision links go; the manifest's content and marker stay
             // for the blob sweep.
-            self.decide(&digests, |d, _| {
-                by_digest[d]
+            self.decide(&digests, |d, _| Doomed {
+                links: by_digest[d]
                     .iter()
                     .map(|u| self.layout.revision_link(&u.repo, &u.digest))
-                    .collect()
+                    .collect(),
+                content: Vec::new(),
             })?
         };
         for (d, revisions) in &by_digest {
@@ -443,12 +456,14 @@ impl Collector<'_> {
             HashSet::new()
         } else {
             self.decide(&candidates, |d, marker| {
-                let mut keys = vec![self.layout.blob_data(d)];
+                let mut content = vec![self.layout.blob_data(d)];
                 if marker {
-                    keys.push(self.layout.in_use_marker(d));
+                    content.push(self.layout.in_use_marker(d));
                 }
-                keys.extend(layer_links.get(d).into_iter().flatten().cloned());
-                keys
+                Doomed {
+                    links: layer_links.get(d).cloned().unwrap_or_default(),
+                    content,
+                }
             })?
         };
         for (d, size) in &sizes {

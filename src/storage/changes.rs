@@ -16,7 +16,11 @@
 //! Clocks: a note is named by its writer's clock when it is sent; a reader
 //! lists from its last poll minus `SKEW` and skips keys it has seen, so
 //! notes from writers up to `SKEW` behind (or slowed by retries that long)
-//! are still heard. Notes older than `KEEP` are removed by whoever
+//! are still heard. A catch-up before a listing (`poll_since`) looks only
+//! `QUICK` back: after a burst of writes the whole window holds thousands
+//! of notes, and a listing must not list them all each time. So a write is
+//! listed by another node at once when their clocks agree within `QUICK`,
+//! and within a poll otherwise. Notes older than `KEEP` are removed by whoever
 //! sees them; a reader that fell further behind than that (stopped for a
 //! while) rebuilds its whole index instead.
 //!
@@ -40,6 +44,8 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// longer than the object-store client's retries of one note's PUT (30 s),
 /// since a note is named before it is sent.
 const SKEW: Duration = Duration::from_secs(45);
+/// How far back a catch-up before a listing looks.
+const QUICK: Duration = Duration::from_secs(5);
 /// How long notes are kept.
 const KEEP: Duration = Duration::from_secs(600);
 /// Longest repository name a note carries; a note for a longer one says
@@ -130,12 +136,13 @@ impl Journal {
     /// The repositories other processes changed since the last poll.
     pub fn poll(&self, backend: &Backend) -> Result<Heard, StorageError> {
         let r = self.reader.lock().unwrap();
-        self.poll_locked(backend, r)
+        self.poll_locked(backend, r, SKEW)
     }
 
-    /// Like `poll`, unless a poll that began after `since` already ran
-    /// (then `None`): a request that arrived at `since` sees every note
-    /// written before it, and concurrent requests share one listing.
+    /// Like `poll`, looking `QUICK` back, unless a poll that began after
+    /// `since` already ran (then `None`): a request that arrived at `since`
+    /// sees every note written before it, and concurrent requests share one
+    /// listing.
     pub fn poll_since(
         &self,
         backend: &Backend,
@@ -145,18 +152,22 @@ impl Journal {
         if r.began > since {
             return Ok(None);
         }
-        self.poll_locked(backend, r).map(Some)
+        self.poll_locked(backend, r, QUICK).map(Some)
     }
 
+    /// List the notes from `back` before the last poll, of either kind: a
+    /// quick poll moves the next full poll's window by the time between
+    /// them, well under a second, not by `SKEW`.
     fn poll_locked(
         &self,
         backend: &Backend,
         mut r: std::sync::MutexGuard<'_, Reader>,
+        back: Duration,
     ) -> Result<Heard, StorageError> {
         r.began = Instant::now();
         let now = now_millis();
         let skew = SKEW.as_millis() as u64;
-        let from = r.last_poll.saturating_sub(skew);
+        let from = r.last_poll.saturating_sub(back.as_millis() as u64);
         let mut heard = Heard {
             // Notes since the last poll may have been pruned already.
             rebuild: now.saturating_sub(r.last_poll) > (KEEP - SKEW).as_millis() as u64,

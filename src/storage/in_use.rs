@@ -15,8 +15,8 @@
 //! - A collector about to delete a blob no kept manifest needs (1) writes its
 //!   intent `_gc/deleting/<alg>/<hex>/<pass>`, (2) reads the marker and keeps
 //!   the blob if the marker is not exactly as it was when the pass began;
-//!   otherwise it (3) deletes the blob with its marker and links, then (4)
-//!   its intent.
+//!   otherwise it (3) deletes the blob's links, then the blob and its
+//!   marker, then (4) its intent.
 //!
 //! Why nothing in use is lost: the object store is strongly consistent (S3
 //! is, and so is SeaweedFS), so the node's listing (2) and the collector's
@@ -27,6 +27,12 @@
 //! deleted or kept, and the node's look (3) tells which: a deleted blob is
 //! stored again by the upload that found it gone, or the manifest naming it
 //! is refused, as for any blob that does not exist.
+//!
+//! A blob that is probably new (an upload's, a manifest's own content) is
+//! looked at first and claimed only if it is there: one that is not is
+//! stored by the push itself, new, and its links written after; since a
+//! collector deletes a blob's links before its content, a link written
+//! after the content was found gone is never among those it deletes.
 //!
 //! What was used before the pass began is protected by time, as on a file
 //! system: the collector leaves alone a blob whose marker was written within

@@ -448,3 +448,50 @@ fn a_collection_in_a_bucket_that_cannot_read_everything_deletes_nothing() {
     assert!(err.contains("cannot be parsed"), "{err}");
     assert_eq!(blobs(), before, "nothing deleted");
 }
+
+/// In a bucket, what one node stored is listed by another at once, not
+/// after a poll: the catalog, a tag list and the referrers of a subject
+/// each catch up with the other nodes' notes before answering.
+#[test]
+fn listings_in_a_bucket_show_another_nodes_writes_at_once() {
+    S3Target::required();
+    let a = Server::start();
+    let b = Server::start_at(&a.root, Opts::default());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    // B has answered each listing once, so each has something to go stale.
+    let (subject, sd) = ca.push_image("at-once/app", "v1", "subject");
+    let referrers = format!("/v2/at-once/app/referrers/{sd}");
+    assert_eq!(
+        cb.get(&referrers).json()["manifests"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        cb.get("/v2/at-once/app/tags/list").json()["tags"],
+        serde_json::json!(["v1"])
+    );
+    cb.get("/v2/_catalog").expect(200, None);
+
+    ca.push_image("at-once/other", "v1", "other");
+    ca.push_image("at-once/app", "v2", "second");
+    let cd = ca.push_blob("at-once/app", b"{}");
+    let sig = image_manifest(&cd, 2, &[], Some((&sd, subject.len())));
+    let sig_digest = sha256(sig.as_bytes());
+    ca.put_manifest("at-once/app", &sig_digest, OCI_MANIFEST, sig.as_bytes())
+        .expect(201, None);
+
+    let catalog = cb.get("/v2/_catalog").json()["repositories"].clone();
+    assert!(
+        catalog
+            .as_array()
+            .is_some_and(|r| r.iter().any(|n| n == "at-once/other")),
+        "{catalog}"
+    );
+    assert_eq!(
+        cb.get("/v2/at-once/app/tags/list").json()["tags"],
+        serde_json::json!(["v1", "v2"])
+    );
+    assert_eq!(
+        cb.get(&referrers).json()["manifests"][0]["digest"],
+        serde_json::json!(sig_digest)
+    );
+}

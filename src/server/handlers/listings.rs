@@ -51,7 +51,8 @@ fn with_link(
 }
 
 /// In a bucket shared by several nodes, hear what the others wrote before
-/// this request arrived, so what any node stored is listed at once (one
+/// this request arrived, so what any node stored is listed at once
+/// (repositories, tags, referrers; one
 /// listing of the notes, shared by concurrent requests; see
 /// storage::changes). On a file system the index follows within a poll.
 pub(super) async fn catch_up(app: &App) -> Result<(), ApiError> {

@@ -22,6 +22,8 @@ pub(super) async fn list(
         .filter(|t| !t.is_empty())
         .map(str::to_string);
     let filter = artifact_type.clone();
+    // A referrer stored through another node is listed at once, as tags are.
+    super::listings::catch_up(app).await?;
     let manifests = app
         .blocking(move |s| s.referrers(&repo, &subject, filter.as_deref()))
         .await?;
