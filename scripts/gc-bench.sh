@@ -8,8 +8,9 @@
 # they did: "gc-bench: N passed, M failed").
 #
 # With GC_BENCH_S3=1 the copies are in a bucket instead: a SeaweedFS the
-# script starts (scripts/seaweedfs.sh), each copy under a prefix of its
-# own, collected by Distribution's S3 driver and by ours.
+# script starts (scripts/seaweedfs.sh), or the one whose SEAWEEDFS_*
+# variables it was handed, each copy under a prefix of its own, collected
+# by Distribution's S3 driver and by ours.
 #
 #   usage: [GC_BENCH_S3=1] scripts/gc-bench.sh REGISTRY_GC_BIN [REPOS=200] [PER_REPO=10]
 set -euo pipefail
@@ -22,8 +23,13 @@ S3=${GC_BENCH_S3:-}
 if [ -n "$S3" ]; then
 	# shellcheck source=scripts/seaweedfs.sh
 	source "$(dirname "$0")/seaweedfs.sh"
-	seaweedfs_start "$DIR/s3" >/dev/null
-	trap 'seaweedfs_stop; rm -rf "$DIR"' EXIT
+	if [ -n "${SEAWEEDFS_PID:-}" ] && _seaweedfs_alive "$SEAWEEDFS_PID" "${SEAWEEDFS_PID_START:-}"; then
+		# One handed down (scripts/test.sh): used, and left running.
+		trap 'rm -rf "$DIR"' EXIT
+	else
+		seaweedfs_start "$DIR/s3" >/dev/null
+		trap 'seaweedfs_stop; rm -rf "$DIR"' EXIT
+	fi
 	unset AWS_CA_BUNDLE
 else
 	trap 'rm -rf "$DIR"' EXIT
@@ -141,7 +147,7 @@ for mode in keep-untagged delete-untagged; do
 	td=(); to=()
 	for round in 1 2; do
 		for who in dist ours; do
-			copy="copy-$mode-$round-$who"
+			copy="${DIR##*/}-$mode-$round-$who" # unique in a shared bucket
 			copy_store "$copy"
 			c=$(cfg "$DIR/$copy")
 			if [ "$who" = dist ]; then
