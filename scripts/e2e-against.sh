@@ -13,6 +13,11 @@
 # one store behind nginx, which sends each request to the next node in
 # turn: the clients' uploads, pushes and pulls cross nodes at every step.
 #
+# E2E_GC=INTERVAL (our registry only) runs registry-gc, from beside BIN, on
+# the same store every INTERVAL for the whole suite, with a grace of
+# E2E_GC_GRACE (default 60s): the clients' pushes and pulls must all pass
+# beside the collections, and every pass must succeed.
+#
 # Extra environment is passed through to e2e.sh (E2E_TIMEOUT, E2E_SKIP, ...).
 # shellcheck disable=SC2317  # stop and cleanup run from the EXIT trap
 set -u -o pipefail
@@ -151,8 +156,31 @@ EOF
 	done
 	echo "registry under test: $("$BIN" --version 2>/dev/null | head -n1), two nodes (pids ${PIDS[0]} ${PIDS[1]}) on one $STORE store behind nginx on 127.0.0.1:$PORT"
 fi
+GC_PID=
+if [ -n "${E2E_GC:-}" ]; then
+	GC_BIN="$(dirname "$BIN")/registry-gc"
+	[ -x "$GC_BIN" ] || { echo "E2E_GC needs registry-gc beside $BIN" >&2; exit 2; }
+	"$GC_BIN" "$DIR/config-1.yml" --interval "$E2E_GC" --grace "${E2E_GC_GRACE:-60s}" --json \
+		>"$DIR/gc.jsonl" 2>"$DIR/gc.log" &
+	GC_PID=$!
+	PIDS+=("$GC_PID")
+	echo "registry-gc beside the suite: every $E2E_GC, grace ${E2E_GC_GRACE:-60s} (pid $GC_PID)"
+fi
 "$HERE/e2e.sh" "127.0.0.1:$PORT"
 rc=$?
+if [ -n "$GC_PID" ]; then
+	kill -TERM "$GC_PID" 2>/dev/null
+	wait "$GC_PID"
+	gc_rc=$?
+	passes=$(wc -l <"$DIR/gc.jsonl")
+	totals=$(jq -rs '"\(map(.blobs_deleted) | add // 0) blobs and \(map(.manifests_deleted) | add // 0) manifests freed, \(map(.kept_in_use) | add // 0) candidates kept in use"' "$DIR/gc.jsonl")
+	echo "registry-gc beside the suite: $passes passes, $totals, exit $gc_rc"
+	if [ "$gc_rc" -ne 0 ] || [ "$passes" -lt 1 ]; then
+		echo "e2e: the collector beside the suite failed:" >&2
+		tail -n 20 "$DIR/gc.log" >&2
+		rc=1
+	fi
+fi
 if [ "$NODES" = 2 ] && [[ $BIN == */registry ]]; then
 	# Both nodes must have done their share: PATCHes and PUTs of uploads on each.
 	for p in "${ports[@]}"; do
