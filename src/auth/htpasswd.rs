@@ -118,6 +118,22 @@ impl Htpasswd {
         Ok(this)
     }
 
+    /// Wait until the file reads the same twice `RELOAD_SETTLE` apart (at
+    /// most a few seconds): a writer that truncates and then writes sends
+    /// an event in between, and a file read empty then would drop every
+    /// user.
+    fn settle(&self) {
+        let mut last = std::fs::read(&self.path).ok();
+        for _ in 0..20 {
+            std::thread::sleep(RELOAD_SETTLE);
+            let now = std::fs::read(&self.path).ok();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     /// Re-read the file; a malformed file keeps the previous users.
     pub fn reload(&self) {
         match load(&self.path) {
@@ -208,10 +224,8 @@ fn watch(target: std::sync::Weak<Htpasswd>, path: &Path) -> Option<notify::Recom
             return;
         }
         if event.paths.iter().any(|p| p.file_name() == Some(&name)) {
-            // A writer that truncates and then writes sends an event in
-            // between: give it a moment, so the file is read whole.
-            std::thread::sleep(RELOAD_SETTLE);
             if let Some(h) = target.upgrade() {
+                h.settle();
                 h.reload();
             }
         }
