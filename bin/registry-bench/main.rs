@@ -109,7 +109,7 @@ struct LoadArgs {
 impl LoadArgs {
     fn scenarios(&self) -> anyhow::Result<Vec<Scenario>> {
         if self.scenarios == "all" {
-            return Ok(scenario::ALL.to_vec());
+            return Ok(scenario::all());
         }
         self.scenarios
             .split(',')

@@ -251,12 +251,7 @@ impl Store {
         id: &UploadId,
         state: Option<&object::State>,
     ) -> Result<(), StorageError> {
-        if let Backend::S3(s3) = &self.backend {
-            object::abort(s3, &self.layout, repo, id, state)?;
-        }
-        self.backend
-            .objects()
-            .delete_dir(&self.layout.upload_dir(repo, id))
+        remove(&self.backend, &self.layout, repo, id, state)
     }
 
     /// Stream `body` onto the end of the session's bytes. `last` says no
@@ -347,11 +342,26 @@ pub fn discard_session(
     repo: &RepoName,
     id: &UploadId,
 ) -> Result<(), StorageError> {
-    if let Backend::S3(s3) = backend {
-        let state = object::state_in(backend.objects(), layout, repo, id)
+    let state = match backend {
+        Backend::S3(_) => object::state_in(backend.objects(), layout, repo, id)
             .ok()
-            .flatten();
-        object::abort(s3, layout, repo, id, state.as_ref())?;
+            .flatten(),
+        Backend::Filesystem(_) => None,
+    };
+    remove(backend, layout, repo, id, state.as_ref())
+}
+
+/// A session's multipart upload aborted (in a bucket, from `state`), then
+/// its objects deleted.
+fn remove(
+    backend: &Backend,
+    layout: &Layout,
+    repo: &RepoName,
+    id: &UploadId,
+    state: Option<&object::State>,
+) -> Result<(), StorageError> {
+    if let Backend::S3(s3) = backend {
+        object::abort(s3, layout, repo, id, state)?;
     }
     backend.objects().delete_dir(&layout.upload_dir(repo, id))
 }
