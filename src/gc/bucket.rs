@@ -23,7 +23,7 @@ use super::mark::{keep, parse_refs, RepoManifests, Untagged};
 use super::{GcError, Options, Report};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::backend::s3::{Listed, S3Config, S3};
-use crate::storage::backend::{parse_link, Backend};
+use crate::storage::backend::{parse_link, Backend, Objects};
 use crate::storage::in_use::{intent_is_live, ACTS};
 use crate::storage::layout::repository_key;
 use crate::storage::purge::{purge, PurgeAges};
@@ -147,7 +147,7 @@ fn by_digest(listed: Vec<Listed>) -> HashMap<Digest, Listed> {
         .into_iter()
         .filter_map(|l| {
             let (alg, hex) = l.name.split_once('/')?;
-            let d = format!("{alg}:{hex}").parse().ok()?;
+            let d = Digest::from_layout(alg, hex)?;
             Some((d, l))
         })
         .collect()
@@ -176,11 +176,7 @@ fn unchanged(now: Option<&Listed>, then: Option<&Listed>) -> bool {
 
 impl Collector<'_> {
     fn stopped(&self) -> Result<(), GcError> {
-        if self.stop.load(Ordering::Relaxed) {
-            Err(GcError::Interrupted)
-        } else {
-            Ok(())
-        }
+        super::interrupted(self.stop)
     }
 
     fn old(&self, modified: SystemTime) -> bool {
@@ -231,12 +227,11 @@ impl Collector<'_> {
                 continue;
             };
             let entry = repos.manifests.entry(repo.clone()).or_default();
-            let digest = |alg: &str, hex: &str| format!("{alg}:{hex}").parse::<Digest>().ok();
             match parts[..] {
                 ["_manifests", "revisions", alg, hex, "link"] => {
                     // The link's place names the revision (the server
                     // answers from it); its content is not read.
-                    if let Some(d) = digest(alg, hex) {
+                    if let Some(d) = Digest::from_layout(alg, hex) {
                         entry.revisions.insert(d, (l.modified, None));
                     }
                 }
@@ -244,7 +239,7 @@ impl Collector<'_> {
                     tag_links.push((repo, root.join(&l.name)));
                 }
                 ["_layers", alg, hex, "link"] => {
-                    if let Some(d) = digest(alg, hex) {
+                    if let Some(d) = Digest::from_layout(alg, hex) {
                         repos
                             .layer_links
                             .entry(d)
@@ -258,7 +253,7 @@ impl Collector<'_> {
         self.stopped()?;
 
         let keys: Vec<PathBuf> = tag_links.iter().map(|(_, k)| k.clone()).collect();
-        let read = self.read_many(&keys)?;
+        let read = self.s3.read_many(&keys)?;
         for ((repo, key), bytes) in tag_links.iter().zip(read) {
             // A tag deleted since the listing names nothing.
             if let Some(bytes) = bytes {
@@ -281,7 +276,7 @@ impl Collector<'_> {
         for chunk in digests.chunks(MANIFESTS_AT_ONCE) {
             self.stopped()?;
             let keys: Vec<PathBuf> = chunk.iter().map(|d| self.layout.blob_data(d)).collect();
-            for ((d, key), bytes) in chunk.iter().zip(&keys).zip(self.read_many(&keys)?) {
+            for ((d, key), bytes) in chunk.iter().zip(&keys).zip(self.s3.read_many(&keys)?) {
                 if let Some(bytes) = bytes {
                     refs.insert(d.clone(), parse_refs(key, d, &bytes)?);
                 }
@@ -295,14 +290,6 @@ impl Collector<'_> {
             }
         }
         Ok(repos)
-    }
-
-    fn read_many(&self, keys: &[PathBuf]) -> Result<Vec<Option<Vec<u8>>>, GcError> {
-        let reads = futures_util::stream::iter(keys.iter().map(|k| self.s3.get(k)))
-            .buffered(CONCURRENT)
-            .map_ok(|b| b.map(|b| b.to_vec()))
-            .try_collect();
-        Ok(self.s3.wait(reads)?)
     }
 
     /// Decide about `candidates` under the protocol of `in_use`, a batch at
@@ -444,7 +431,7 @@ impl Collector<'_> {
             let [alg, _, hex, "data"] = parts[..] else {
                 continue;
             };
-            let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
+            let Some(d) = Digest::from_layout(alg, hex) else {
                 continue;
             };
             if !marked.contains(&d) && self.old(l.modified) && self.unused_lately(&d) {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -73,9 +73,7 @@ pub fn mark(
         r.untagged.extend(untagged);
         Ok(())
     });
-    if stop.load(Ordering::Relaxed) {
-        return Err(GcError::Interrupted);
-    }
+    super::interrupted(stop)?;
     if !errors.is_empty() {
         return Err(GcError::Incomplete(errors));
     }

@@ -146,10 +146,18 @@ pub fn collect(
     report
         .phases
         .push(("sweep".into(), started.elapsed().as_secs_f64()));
-    if stop.load(Ordering::Relaxed) {
-        return Err(GcError::Interrupted);
-    }
+    interrupted(stop)?;
     Ok(report)
+}
+
+/// `Interrupted` once `stop` is set (a signal): a pass checks between
+/// phases and batches.
+pub(crate) fn interrupted(stop: &AtomicBool) -> Result<(), GcError> {
+    if stop.load(Ordering::Relaxed) {
+        Err(GcError::Interrupted)
+    } else {
+        Ok(())
+    }
 }
 
 /// Run `f` on every item with a few worker threads (directories are read

@@ -62,11 +62,7 @@ impl<'a> Sweeper<'a> {
     }
 
     fn stopped(&self) -> Result<(), GcError> {
-        if self.stop.load(Ordering::Relaxed) {
-            Err(GcError::Interrupted)
-        } else {
-            Ok(())
-        }
+        super::interrupted(self.stop)
     }
 
     /// Delete `path` if it is older than the cutoff, safely against a
@@ -200,7 +196,7 @@ impl<'a> Sweeper<'a> {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else {
+            let Some(digest) = Digest::from_layout(&alg, &hex) else {
                 continue; // not a blob directory of ours
             };
             let data = dir.join("data");
@@ -258,7 +254,7 @@ impl<'a> Sweeper<'a> {
                         .unwrap_or_default()
                         .to_string_lossy()
                         .into_owned();
-                    let Ok(d) = format!("{alg_name}:{hex_name}").parse::<Digest>() else {
+                    let Some(d) = Digest::from_layout(&alg_name, &hex_name) else {
                         continue;
                     };
                     if !deleted.contains(&d) {

@@ -75,6 +75,13 @@ impl Digest {
         h.finish()
     }
 
+    /// The digest the layout stores under the directory names `<alg>` and
+    /// `<hex>` (`blobs/<alg>/../<hex>`, `_layers/<alg>/<hex>`); `None` if
+    /// they name none.
+    pub fn from_layout(alg: &str, hex: &str) -> Option<Digest> {
+        format!("{alg}:{hex}").parse().ok()
+    }
+
     /// The sha256 digest of `data`, the default algorithm for new content.
     pub fn sha256(data: &[u8]) -> Digest {
         Digest::of(Algorithm::Sha256, data)
