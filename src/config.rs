@@ -29,6 +29,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub catalog: CatalogConfig,
+    /// The web page (our extension, the top-level `ui` section).
+    pub ui: UiConfig,
     /// Things worth telling the operator at start (unimplemented keys, odd forms).
     pub warnings: Vec<String>,
 }
@@ -97,6 +99,9 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Time allowed to send a request head (ours: `http.headertimeout`).
     pub header_timeout: Duration,
+    /// `http.secret`: signs the web page's login sessions. Nodes behind one
+    /// load balancer need the same; without it each process makes its own.
+    pub secret: Option<String>,
     /// `http.debug`: a second address for operators' endpoints.
     pub debug: Option<DebugConfig>,
 }
@@ -166,6 +171,13 @@ pub struct TlsConfig {
     /// CA files for client certificates: when set, clients must present one.
     pub clientcas: Vec<PathBuf>,
     pub minimum: TlsVersion,
+}
+
+#[derive(Clone, Debug)]
+pub struct UiConfig {
+    /// Whether `/` serves the web page (on unless `ui.enabled: false`).
+    /// `docker search` is answered either way, as `_catalog` is.
+    pub enabled: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -593,7 +605,7 @@ const SCHEMA: &[(&str, Node)] = &[
             ("relativeurls", Node::Leaf),
             ("headers", Node::FreeMap),
             ("maxmanifestsize", Node::Leaf),
-            ("secret", Node::Unimplemented),
+            ("secret", Node::Leaf),
             ("draintimeout", Node::Unimplemented),
             (
                 "tls",
@@ -624,6 +636,7 @@ const SCHEMA: &[(&str, Node)] = &[
         ]),
     ),
     ("catalog", Node::Section(&[("maxentries", Node::Leaf)])),
+    ("ui", Node::Section(&[("enabled", Node::Leaf)])),
     ("middleware", Node::Unimplemented),
     ("reporting", Node::Unimplemented),
     ("notifications", Node::Unimplemented),
@@ -1264,6 +1277,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
         },
         header_timeout: get_duration(tree, "http.headertimeout", Duration::from_secs(30))?,
         debug: read_debug(tree)?,
+        secret: get_string(tree, "http.secret")?.filter(|s| !s.is_empty()),
     };
 
     let auth = read_auth(tree)?;
@@ -1282,6 +1296,9 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
         http,
         auth,
         catalog: CatalogConfig { maxentries },
+        ui: UiConfig {
+            enabled: get_bool(tree, "ui.enabled", true)?,
+        },
         warnings,
     })
 }
@@ -1433,9 +1450,14 @@ health:
 
     #[test]
     fn unimplemented_key_warns_by_name() {
-        let c = parse("notifications:\n  endpoints: []\nhttp:\n  secret: x\n").unwrap();
+        let c = parse("notifications:\n  endpoints: []\nhttp:\n  secret: x\n  draintimeout: 5s\n")
+            .unwrap();
+        assert_eq!(c.http.secret.as_deref(), Some("x"));
         assert!(c.warnings.iter().any(|w| w.contains("'notifications'")));
-        assert!(c.warnings.iter().any(|w| w.contains("'http.secret'")));
+        assert!(c.warnings.iter().any(|w| w.contains("'http.draintimeout'")));
+        assert!(!c.warnings.iter().any(|w| w.contains("'http.secret'")));
+        assert!(c.ui.enabled, "the page is on unless turned off");
+        assert!(!parse("ui:\n  enabled: false\n").unwrap().ui.enabled);
     }
 
     #[test]

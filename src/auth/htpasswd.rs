@@ -148,6 +148,11 @@ impl Htpasswd {
         }
     }
 
+    /// Whether `user` is in the file.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.read().unwrap().get(user).is_some()
+    }
+
     /// Whether `user` with `password` passed a check recently (cheap: no
     /// bcrypt, fine on an async thread).
     pub fn recently_verified(&self, user: &str, password: &str) -> bool {

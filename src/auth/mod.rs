@@ -129,14 +129,8 @@ impl Auth {
         match &self.method {
             // An open registry accepts any login, as `docker login` expects.
             Method::Open => Ok(Identity::Anonymous),
-            Method::Htpasswd { users, .. } => {
-                let basic = scheme
-                    .eq_ignore_ascii_case("basic")
-                    .then(|| STANDARD.decode(credentials.trim()).ok())
-                    .flatten()
-                    .and_then(|b| String::from_utf8(b).ok());
-                let Some((user, password)) = basic.as_deref().and_then(|c| c.split_once(':'))
-                else {
+            Method::Htpasswd { .. } => {
+                let Some((user, password)) = basic_credentials(scheme, credentials) else {
                     return Err(self.unauthorized(
                         None,
                         "malformed Authorization header: use Basic credentials",
@@ -147,18 +141,9 @@ impl Auth {
                 if user.is_empty() && password.is_empty() {
                     return Ok(Identity::Anonymous);
                 }
-                // The cache answers most requests; bcrypt runs off the async threads.
-                let ok = users.recently_verified(user, password) || {
-                    let (u, p, h) = (user.to_string(), password.to_string(), users.clone());
-                    tokio::task::spawn_blocking(move || h.verify(&u, &p))
-                        .await
-                        .unwrap_or(false)
-                };
-                if ok {
-                    Ok(Identity::User(user.to_string()))
+                if self.check_password(&user, &password, peer).await {
+                    Ok(Identity::User(user))
                 } else {
-                    // One message for an unknown user and a wrong password.
-                    tokio::time::sleep(self.failures.record(peer)).await;
                     Err(self.unauthorized(None, "invalid username or password"))
                 }
             }
@@ -175,6 +160,59 @@ impl Auth {
                     })
             }
         }
+    }
+
+    /// Who sends a request that people make rather than image clients
+    /// (`docker search`, the web page). The docker daemon sends Basic
+    /// credentials there whatever the registry's method, and never follows a
+    /// bearer challenge: Basic that no user list can check is anonymous.
+    pub async fn authenticate_person(
+        &self,
+        authorization: Option<&HeaderValue>,
+        peer: IpAddr,
+    ) -> Result<Identity, AuthFailure> {
+        let basic = authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+        match &self.method {
+            Method::Token(_) if basic => Ok(Identity::Anonymous),
+            _ => self.authenticate(authorization, peer).await,
+        }
+    }
+
+    /// Whether the registry has a list of users with passwords (a login form
+    /// can check them).
+    pub fn has_passwords(&self) -> bool {
+        matches!(self.method, Method::Htpasswd { .. })
+    }
+
+    /// Whether `user` is (still) one of the registry's users.
+    pub fn user_exists(&self, user: &str) -> bool {
+        match &self.method {
+            Method::Htpasswd { users, .. } => users.contains(user),
+            _ => false,
+        }
+    }
+
+    /// Check a user's password against the htpasswd file. Wrong passwords
+    /// from one address are answered more and more slowly.
+    pub async fn check_password(&self, user: &str, password: &str, peer: IpAddr) -> bool {
+        let Method::Htpasswd { users, .. } = &self.method else {
+            return false;
+        };
+        // The cache answers most requests; bcrypt runs off the async threads.
+        let ok = users.recently_verified(user, password) || {
+            let (u, p, h) = (user.to_string(), password.to_string(), users.clone());
+            tokio::task::spawn_blocking(move || h.verify(&u, &p))
+                .await
+                .unwrap_or(false)
+        };
+        if !ok {
+            // One answer for an unknown user and a wrong password.
+            tokio::time::sleep(self.failures.record(peer)).await;
+        }
+        ok
     }
 
     /// Whether `who` may do what a request needs.
@@ -277,6 +315,16 @@ impl Auth {
         }
         c
     }
+}
+
+/// `user:password` from Basic credentials.
+fn basic_credentials(scheme: &str, credentials: &str) -> Option<(String, String)> {
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(credentials.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 fn quote(s: &str) -> String {

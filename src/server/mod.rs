@@ -11,6 +11,7 @@ mod handlers;
 pub mod metrics;
 pub mod route;
 pub mod tls;
+mod web;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -47,6 +48,10 @@ pub struct App {
     next_request: std::sync::atomic::AtomicU64,
     /// Every response's fixed headers: the API version and `http.headers`.
     fixed_headers: HeaderMap,
+    /// Signs the web page's sessions and forms.
+    page_keys: web::session::Keys,
+    /// What the page shows of each manifest, kept by digest.
+    summaries: Arc<crate::browse::Summaries>,
 }
 
 impl App {
@@ -92,11 +97,13 @@ impl App {
         Ok(Arc::new(App {
             store,
             auth,
-            config,
             tls,
             metrics: metrics::Metrics::default(),
             next_request: std::sync::atomic::AtomicU64::new(1),
             fixed_headers,
+            page_keys: web::session::Keys::new(config.http.secret.as_deref()),
+            summaries: Arc::default(),
+            config,
         }))
     }
 
@@ -374,6 +381,11 @@ async fn dispatch(
         return ("none", "-".into(), Err(not_found()));
     };
     let parsed = Route::parse(rest);
+    if parsed.is_none() && web::handles(app, rest) {
+        tracing::Span::current().record("route", "people");
+        let rest = rest.to_string();
+        return web::route(app, req, peer, &rest).await;
+    }
     let span_route = match &parsed {
         Some(Ok(route)) => route.name(),
         Some(Err(_)) => "invalid",

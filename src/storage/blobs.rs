@@ -73,6 +73,24 @@ impl Store {
             .map(|m| m.size))
     }
 
+    /// The whole content of a small blob linked in `repo` (an image config,
+    /// for people to read); `None` if it is missing or larger than `max`.
+    pub fn read_small_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        if !self.blob_linked(repo, digest)? {
+            return Ok(None);
+        }
+        match self.remembered_size(digest)? {
+            Some(size) if size <= max => {}
+            _ => return Ok(None),
+        }
+        self.backend.objects().read(&self.layout.blob_data(digest))
+    }
+
     /// Whether `repo` links the blob, as a layer/config or as a manifest.
     pub fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StorageError> {
         Ok(self.backend.exists(&self.layout.layer_link(repo, digest))?

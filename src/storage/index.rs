@@ -141,6 +141,31 @@ impl Index {
         )
     }
 
+    /// Visit every repository in name order with its number of tags, under
+    /// one read lock (a search's pass over all names).
+    pub fn for_each_repo(&self, mut f: impl FnMut(&RepoName, usize)) {
+        for (name, tags) in self.repos.read().unwrap().iter() {
+            f(name, tags.len());
+        }
+    }
+
+    /// The number of tags of `repo`, if it is known.
+    pub fn tag_count(&self, repo: &RepoName) -> Option<usize> {
+        self.repos.read().unwrap().get(repo).map(|t| t.len())
+    }
+
+    /// Every tag of `repo` with its digest, in name order.
+    pub fn tags_with_digests(&self, repo: &RepoName) -> Option<Vec<(Tag, Digest)>> {
+        let repos = self.repos.read().unwrap();
+        Some(
+            repos
+                .get(repo)?
+                .iter()
+                .map(|(t, d)| (t.clone(), d.clone()))
+                .collect(),
+        )
+    }
+
     /// Tags of `repo` after `last`, at most `n`; `None` if the repository is unknown.
     pub fn tags(&self, repo: &RepoName, n: usize, last: Option<&str>) -> Option<Page<Tag>> {
         let repos = self.repos.read().unwrap();

@@ -242,6 +242,20 @@ impl Store {
         self.changed(repo)
     }
 
+    /// When `tag` was last pointed at a manifest: the time its link was
+    /// written. `None` if the tag is gone.
+    pub fn tag_pushed(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<std::time::SystemTime>, StorageError> {
+        Ok(self
+            .backend
+            .objects()
+            .stat(&self.layout.tag_current_link(repo, tag))?
+            .map(|m| m.modified))
+    }
+
     /// Delete one tag; the manifest stays, reachable by digest.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
         self.check_delete()?;

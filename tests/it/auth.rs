@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::pki::{now, TokenSigner};
 use crate::support::*;
 
-fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
+pub(crate) fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
     let text: String = users
         .iter()
         .map(|(u, p)| format!("{u}:{}\n", bcrypt::hash(p, 4).unwrap()))
@@ -18,7 +18,11 @@ fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn htpasswd_server(dir: &Path, users: &[(&str, &str)], extra: &str) -> (Server, PathBuf) {
+pub(crate) fn htpasswd_server(
+    dir: &Path,
+    users: &[(&str, &str)],
+    extra: &str,
+) -> (Server, PathBuf) {
     let file = dir.join("htpasswd");
     write_htpasswd(&file, users);
     let s = Server::start_with(Opts {

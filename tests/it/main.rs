@@ -15,3 +15,4 @@ mod replicate;
 mod support;
 mod tls;
 mod uploads;
+mod web;

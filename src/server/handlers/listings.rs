@@ -55,7 +55,7 @@ fn with_link(
 /// (repositories, tags, referrers; one
 /// listing of the notes, shared by concurrent requests; see
 /// storage::changes). On a file system the index follows within a poll.
-pub(super) async fn catch_up(app: &App) -> Result<(), ApiError> {
+pub(in crate::server) async fn catch_up(app: &App) -> Result<(), ApiError> {
     if app.store.listings_catch_up() {
         let arrived = std::time::Instant::now();
         app.blocking(move |s| s.catch_up_since(arrived)).await?;

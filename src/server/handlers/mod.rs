@@ -7,6 +7,8 @@ mod manifests;
 mod referrers;
 mod uploads;
 
+pub(super) use listings::catch_up;
+
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -75,7 +77,7 @@ fn not_allowed(allow: &'static str) -> Result<Response<Body>, ApiError> {
 }
 
 /// A JSON response; HEAD gets the headers without the body.
-fn json_response(status: StatusCode, bytes: Vec<u8>, method: &Method) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, bytes: Vec<u8>, method: &Method) -> Response<Body> {
     let len = bytes.len();
     let body = if method == Method::HEAD {
         body::empty()
@@ -94,14 +96,14 @@ fn json_response(status: StatusCode, bytes: Vec<u8>, method: &Method) -> Respons
 }
 
 /// The query parameters of a request, decoded.
-fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+pub(super) fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.uri()
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
 }
 
-fn query_param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
