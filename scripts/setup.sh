@@ -2,14 +2,15 @@
 # Install what the test suite needs on a fresh Debian machine (run as root):
 # the real clients for the end-to-end tests, Debian's docker-registry
 # (CNCF Distribution 2.8), the reference for the compatibility tests, and
-# SeaweedFS for the tests on object storage.
+# SeaweedFS for the tests on object storage, and Chromium with ChromeDriver
+# for the web page's browser tests.
 # The Rust toolchain is expected to be there already (rustup's cargo).
 set -euo pipefail
 
 PACKAGES=(
 	curl jq bc ca-certificates openssl apache2-utils python3-venv nginx-light
 	skopeo podman buildah containerd docker.io busybox-static
-	docker-registry
+	docker-registry chromium chromium-driver
 )
 
 missing=()

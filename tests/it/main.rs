@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod bench_tool;
 mod blobs;
+mod browser;
 mod config;
 mod faults;
 mod gc;

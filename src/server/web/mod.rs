@@ -96,6 +96,8 @@ struct Page<'a> {
     query: Vec<(String, String)>,
     secure: bool,
     headers: HeaderMap,
+    /// This page's path and query, to come back to after signing in.
+    here: String,
 }
 
 /// Why a page cannot be shown.
@@ -149,6 +151,11 @@ impl<'a> Page<'a> {
             query: query(req),
             secure: app.tls.is_some() || forwarded_https,
             headers,
+            here: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
         }
     }
 
@@ -162,6 +169,10 @@ impl<'a> Page<'a> {
                 _ => None,
             },
             can_login: self.app.auth.has_passwords(),
+            login: match self.is_own_path(&self.here) && !self.here.contains("/ui/login") {
+                true => self.link("ui/login", &[("next", &self.here)]),
+                false => format!("{}/ui/login", self.base),
+            },
         }
     }
 

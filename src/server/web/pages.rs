@@ -23,6 +23,8 @@ pub struct Chrome {
     pub user: Option<String>,
     /// Whether a login form can check passwords here.
     pub can_login: bool,
+    /// The sign-in page, coming back here afterwards.
+    pub login: String,
 }
 
 #[derive(Template)]
@@ -313,6 +315,7 @@ mod tests {
             query: "<q>".into(),
             user: Some("<u>".into()),
             can_login: true,
+            login: "/ui/login".into(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod pki;
 pub mod proxy;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
