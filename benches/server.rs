@@ -3,7 +3,8 @@
 //! (one kept-alive connection): uploads (stream, hash, write) of 1 MiB and
 //! 64 MiB, downloads of 1 MiB, 64 MiB and a 1 MiB Range, and `_catalog` and
 //! `tags/list` answered from the index over 10,000 repositories (the index
-//! alone, and through HTTP).
+//! alone, and through HTTP), and the web page's list and search and `docker
+//! search` over 100,000 repositories.
 
 #[allow(dead_code)]
 #[path = "../bin/registry-bench/content.rs"]
@@ -41,6 +42,11 @@ struct Harness {
 impl Harness {
     /// `fill` may write a store under the root before the server reads it.
     fn start(fill: impl FnOnce(&Path)) -> Harness {
+        Harness::start_with(fill, "")
+    }
+
+    /// The same, with `extra` appended to the config (top-level sections).
+    fn start_with(fill: impl FnOnce(&Path), extra: &str) -> Harness {
         let dir = tempfile::Builder::new()
             .prefix("registry-bench-")
             .tempdir_in("/var/tmp")
@@ -52,7 +58,7 @@ impl Harness {
         std::fs::write(
             &config_path,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n{extra}",
                 root.display()
             ),
         )
@@ -209,9 +215,58 @@ fn listings(c: &mut Criterion) {
     g.finish();
 }
 
+/// Repositories behind the page's list and search benchmarks.
+const PAGE_REPOS: usize = 100_000;
+
+/// `PAGE_REPOS` repositories of one tag each: `team-N/pNNNNNN`, N from 0 to 9.
+fn write_many_repos(root: &Path) {
+    let layout = Layout::new(root);
+    let link = format!("sha256:{}", "cd".repeat(32));
+    let latest: Tag = "latest".parse().unwrap();
+    for i in 0..PAGE_REPOS {
+        let repo: RepoName = format!("team-{}/p{i:06}", i % 10).parse().unwrap();
+        let path = layout.tag_current_link(&repo, &latest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &link).unwrap();
+    }
+}
+
+/// The web page's list and search and `docker search` at 100,000
+/// repositories, through HTTP: open to all, and with access rules that
+/// anonymous callers are checked against for every repository.
+fn pages(c: &mut Criterion) {
+    let rules = "access:\n  rules:\n    - repositories: [\"team-1/*\", \"team-2/*\"]\n      users: [anonymous]\n      actions: [pull]\n";
+    for (label, extra) in [("open", ""), ("rules", rules)] {
+        let h = Harness::start_with(write_many_repos, extra);
+        let mut conn = h.conn();
+        let mut get = |path: &str| -> u64 {
+            h.rt.block_on(async {
+                let resp = conn
+                    .send(Method::GET, path, &[], Frames::empty())
+                    .await
+                    .unwrap();
+                drain(expect(resp, StatusCode::OK, "GET").await.unwrap())
+                    .await
+                    .unwrap()
+            })
+        };
+        let mut g = c.benchmark_group(format!("pages, 100,000 repositories, {label}"));
+        for (name, path) in [
+            ("list: first page", "/"),
+            ("list: a page from the middle", "/?last=team-5%2Fp050005"),
+            ("search: 100 of 1,000 matches", "/?q=p012"),
+            ("search: no match", "/?q=nothing-like-it"),
+            ("docker search: 25 of 1,000", "/v1/search?q=p012&n=25"),
+        ] {
+            g.bench_function(name, |b| b.iter(|| get(path)));
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = uploads, downloads, listings
+    targets = uploads, downloads, listings, pages
 }
 criterion_main!(benches);

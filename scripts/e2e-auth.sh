@@ -42,7 +42,8 @@
 #           refused by docker itself: after a Basic challenge it sends nothing
 #           without credentials ("no basic auth credentials" in its log), so
 #           the pull (image ID, RepoDigests) is done logged in as dev, whose
-#           push is denied; login with a wrong password fails.  Note: dockerd
+#           push is denied; login with a wrong password fails; docker search
+#           logged in (the access log names ci) and logged out (anonymous).  Note: dockerd
 #           always counts 127.0.0.0/8 as an "insecure registry", so it does
 #           not verify the certificate (it still loads certs.d, and speaks
 #           HTTPS: its plain-HTTP fallback would get the 400).
@@ -455,6 +456,32 @@ s_dk_logout() {
 	tag_absent "$R_DK" after-logout
 }
 
+# docker search: the daemon sends the login saved by `docker login` as Basic
+# over HTTPS (and `Basic Og==`, empty, when logged out); the server's access
+# log names who searched. Anonymous may pull everything here, so both see
+# the repository; what each may see is filtered (tests/it/web.rs).
+searched_as() { # USER: access-log lines of searches answered to USER
+	grep -c "http.request.uri=/v1/search?.* auth.user.name=$1 http.response.status=200" "$WORK/srv/registry.log" || true
+}
+
+s_dk_search_logged_in() {
+	local n out
+	n=$(searched_as ci)
+	out=$(dk search --format '{{.Name}}' "$REG/$R_DK")
+	echo "$out"
+	expect_eq "$out" "$R_DK" "docker search as ci"
+	expect_eq "$(searched_as ci)" $((n + 1)) "access-log lines of searches by ci"
+	expect_eq "$(dk search --limit 1 --format '{{.Name}}' "$REG/ci/" | wc -l)" 1 "docker search --limit 1"
+}
+
+s_dk_search_logged_out() {
+	local n out
+	n=$(searched_as -)
+	out=$(dk search --format '{{.Name}}' "$REG/$R_DK")
+	expect_eq "$out" "$R_DK" "docker search logged out"
+	expect_eq "$(searched_as -)" $((n + 1)) "access-log lines of anonymous searches"
+}
+
 # docker (20.10) sends nothing without credentials once /v2/ has answered
 # with a Basic challenge ("no basic auth credentials", then it falls back to
 # plain http:// and gets the 400): an anonymous pull cannot work, whatever
@@ -596,7 +623,9 @@ step "docker: CA trusted via /etc/docker/certs.d/$REG/ca.crt" s_dk_ca
 step "docker: dockerd up (pid ${DOCKERD_PID%%:*}, vfs, private roots)" s_dk_up "$DOCKERD_PID"
 step "docker: login -u ci --password-stdin" s_dk_login
 step "docker: load, tag, push (digest == registry, every object hashes)" s_dk_push
+step "docker: search as ci (Basic over HTTPS, access log names ci; --limit)" s_dk_search_logged_in
 step "docker: logout (entry gone, push refused)" s_dk_logout
+step "docker: search logged out (anonymous in the access log)" s_dk_search_logged_out
 step "docker: rmi; anonymous pull refused by docker itself (no basic auth credentials after a Basic challenge)" s_dk_anon_pull
 step "docker: login as dev (pull only), pull (image ID, RepoDigests), push denied, logout" s_dk_dev_pull
 step "docker: login with a wrong password fails" s_dk_wrong_password

@@ -65,7 +65,8 @@
 # E2E_TOTAL_TIMEOUT (whole run, default 1800s, 0 = none), E2E_KEEP=1 (keep
 # work dir and per-step logs), E2E_LOG_TAIL (log lines shown per failure),
 # E2E_SKIP="docker ctr ..." (sections: skopeo multi podman buildah docker
-# ctr; later sections use images pushed by skopeo and multi),
+# ctr; later sections use images pushed by skopeo and multi; "search" leaves
+# out docker and podman search, which Distribution does not answer),
 # E2E_STRICT_PAGINATION=1 (fail if /tags/list ignores ?n=), DOCKER_CLI
 # (default /usr/bin/docker: the client matching Debian's dockerd 20.10; the
 # newer /usr/local/bin/docker would need DOCKER_API_VERSION).
@@ -415,6 +416,18 @@ s_pm_push() {
 	put pm_v2s2 "$dg"
 }
 
+# podman asks /v1/search (and would fall back to _catalog if refused) and
+# prints names with the registry's address in front; --limit is its own.
+s_pm_search() {
+	local out
+	out=$(pm search --tls-verify=false --format '{{.Name}}' "$REG/$RUN_ID/podman")
+	echo "$out"
+	expect_eq "$out" "$REG/$R_PM" "podman search finds the pushed repository"
+	out=$(pm search --tls-verify=false --limit 1 --format '{{.Name}}' "$REG/$RUN_ID")
+	expect_eq "$(echo "$out" | wc -l)" 1 "podman search --limit 1"
+	expect_eq "$(pm search --tls-verify=false --format '{{.Name}}' "$REG/no-such-$RUN_ID")" "" "podman search without a match"
+}
+
 s_pm_rmi_pull() {
 	pm rmi -f "$REG/$R_OCI:v1" "$REG/$R_PM:oci" "$REG/$R_PM:v2s2"
 	[ -z "$(pm images -q)" ] || fail_now "images left after rmi: $(pm images)"
@@ -550,6 +563,23 @@ s_dk_push_mount() {
 	expect_eq "$dg" "$(get dk_digest)" "same manifest digest in 2nd repo"
 	expect_eq "$(reg_digest "$R_DK2" 1)" "$dg" "registry digest in 2nd repo"
 	verify_tree "$R_DK2" "$dg"
+}
+
+# The daemon asks /v1/_ping and /v1/search itself (HTTPS first, then plain
+# HTTP for 127.0.0.0/8) and prints what the registry returns, uncut: the
+# registry honours the --limit it sends as n.
+s_dk_search() {
+	local out
+	out=$(dk search --format '{{.Name}}' "$REG/$RUN_ID/docker")
+	echo "$out"
+	expect_eq "$out" "$R_DK"$'\n'"$R_DK2" "docker search: both repositories, in order"
+	out=$(dk search --limit 1 --format '{{.Name}}' "$REG/$RUN_ID/docker")
+	expect_eq "$out" "$R_DK" "docker search --limit 1"
+	out=$(dk search --no-trunc "$REG/$RUN_ID/docker/mounted")
+	echo "$out"
+	expect_contains "$out" "NAME" "docker search table header"
+	expect_contains "$out" "$R_DK2" "docker search table row"
+	expect_eq "$(dk search --format '{{.Name}}' "$REG/no-such-$RUN_ID")" "" "docker search without a match"
 }
 
 probe_docker_runtime() { # outside a step: sets DK_RUNTIME=1 if containers run
@@ -690,6 +720,7 @@ if ! skipped podman; then
 	section podman
 	step "podman: pull into fresh storage" s_pm_pull
 	step "podman: tag + push (oci, v2s2) with --digestfile" s_pm_push
+	skipped search || step "podman: search (names with the address, --limit, no match)" s_pm_search
 	step "podman: rmi + pull by tag and by digest" s_pm_rmi_pull
 	step "podman: pull --arch arm64 from OCI index" s_pm_pull_arch
 	step "podman: build FROM registry image, push" s_pm_build
@@ -713,6 +744,7 @@ if ! skipped docker; then
 	step "docker: pull image with OCI manifest" s_dk_pull_oci
 	step "docker: pull OCI index and manifest list (host platform)" s_dk_pull_multi
 	step "docker: push same image to a second repo" s_dk_push_mount
+	skipped search || step "docker: search through the daemon (names in order, --limit, table, no match)" s_dk_search
 	probe_docker_runtime
 	step "docker: build (legacy builder) FROM registry base, push, rmi, pull" s_dk_build_legacy
 	step "docker: build (BuildKit) FROM registry base, push, rmi, pull" s_dk_build_buildkit
