@@ -4,9 +4,12 @@
 //! one repository shown: a browser never sends one request per tag, and
 //! works with scripts off. Rights are the registry's own.
 
+mod browsing;
+mod delete;
 mod pages;
 mod search;
 pub mod session;
+mod signin;
 
 use std::net::SocketAddr;
 
@@ -15,18 +18,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use self::pages::{
-    Chrome, DeletePage, ImagePage, ImageRow, ListPage, LoginPage, MessagePage, ReferrerRow,
-    RepoPage, RepoRow, TagRow,
-};
+use self::pages::{Chrome, MessagePage};
 use super::body::{self, Body};
 use super::error::ApiError;
 use super::handlers::{catch_up, json_response, query, query_param};
 use super::App;
 use crate::auth::{Action, Identity};
-use crate::browse;
-use crate::oci::{ErrorCode, Reference, RepoName, Tag};
-use crate::storage::StorageError;
+use crate::oci::{ErrorCode, RepoName};
 
 /// Repositories on one page of the list, unless `n` says otherwise.
 const LIST_PAGE: usize = 100;
@@ -213,87 +211,6 @@ impl<'a> Page<'a> {
         }
     }
 
-    // -- The list of repositories, and search.
-
-    async fn list(&self) -> PageResult {
-        catch_up(self.app).await?;
-        let index = self.app.store.index();
-        let n = match self.param("n").map(str::parse::<usize>) {
-            None => LIST_PAGE,
-            Some(Ok(n)) if (1..=MAX_LIST_PAGE).contains(&n) => n,
-            Some(_) => return Err(bad_request("n must be a number from 1 to 1000")),
-        };
-        let visible = |r: &RepoName| self.may(r, Action::Pull);
-        let q = self.param("q").unwrap_or("").trim();
-        let (rows, total, next) = if q.is_empty() {
-            let last = self.param("last").filter(|l| !l.is_empty());
-            let page = index.catalog(n, last, visible);
-            let total = match self.app.auth.is_open() {
-                true => index.repo_count(),
-                false => {
-                    let mut count = 0;
-                    index.for_each_repo(|r, _| count += usize::from(visible(r)));
-                    count
-                }
-            };
-            let next = match (page.more, page.items.last()) {
-                (true, Some(last)) => {
-                    Some(self.link("", &[("last", last.as_str()), ("n", &n.to_string())]))
-                }
-                _ => None,
-            };
-            let rows = page
-                .items
-                .into_iter()
-                .map(|name| RepoRow {
-                    tags: index.tag_count(&name).unwrap_or(0),
-                    name: name.to_string(),
-                })
-                .collect::<Vec<_>>();
-            (rows, total, next)
-        } else {
-            let page = match self.param("page").map(str::parse::<usize>) {
-                None => 1,
-                Some(Ok(p)) if p >= 1 => p,
-                Some(_) => return Err(bad_request("page must be a number from 1")),
-            };
-            let found = browse::search(index, q, visible, page, n);
-            let next = (page.saturating_mul(n) < found.total).then(|| {
-                self.link(
-                    "",
-                    &[
-                        ("q", q),
-                        ("page", &(page + 1).to_string()),
-                        ("n", &n.to_string()),
-                    ],
-                )
-            });
-            let rows = found
-                .items
-                .into_iter()
-                .map(|(name, tags)| RepoRow {
-                    name: name.to_string(),
-                    tags,
-                })
-                .collect();
-            (rows, found.total, next)
-        };
-        let hidden_for_anonymous = matches!(self.who, Identity::Anonymous)
-            && total == 0
-            && q.is_empty()
-            && self.app.auth.has_passwords();
-        self.html(
-            StatusCode::OK,
-            &ListPage {
-                chrome: self.chrome(),
-                rows,
-                total,
-                next,
-                hidden_for_anonymous,
-            },
-        )
-    }
-
     /// A link to a page of ours with a query.
     fn link(&self, page: &str, params: &[(&str, &str)]) -> String {
         let mut qs = form_urlencoded::Serializer::new(String::new());
@@ -303,8 +220,8 @@ impl<'a> Page<'a> {
         format!("{}/{page}?{}", self.base, qs.finish())
     }
 
-    // -- A repository's tags.
-
+    /// A repository the caller may see, or not found: the same words for
+    /// one that is private and one that is missing.
     fn repo_name(&self, s: &str) -> Result<RepoName, Failure> {
         let repo: RepoName = s
             .parse()
@@ -317,335 +234,10 @@ impl<'a> Page<'a> {
         Ok(repo)
     }
 
-    async fn repo(&self, name: &str) -> PageResult {
-        let repo = self.repo_name(name)?;
-        catch_up(self.app).await?;
-        let by_time = self.param("sort") == Some("pushed");
-        let page = match self.param("page").map(str::parse::<usize>) {
-            None => 1,
-            Some(Ok(p)) if p >= 1 => p,
-            Some(_) => return Err(bad_request("page must be a number from 1")),
-        };
-        let summaries = self.app.summaries.clone();
-        let r = repo.clone();
-        let found = self
-            .app
-            .blocking(move |store| {
-                let Some(tags) = store.index().tags_with_digests(&r) else {
-                    return Ok(None);
-                };
-                let total = tags.len();
-                let mut tags: Vec<_> = tags.into_iter().map(|(t, d)| (t, d, None)).collect();
-                if by_time {
-                    for (t, _, pushed) in &mut tags {
-                        *pushed = Some(store.tag_pushed(&r, t)?);
-                    }
-                    // Newest first; tags gone meanwhile last.
-                    tags.sort_by_key(|t| std::cmp::Reverse(t.2.flatten()));
-                }
-                let skip = (page - 1).saturating_mul(TAG_PAGE);
-                let mut rows = Vec::new();
-                for (tag, digest, pushed) in tags.into_iter().skip(skip).take(TAG_PAGE) {
-                    let pushed = match pushed {
-                        Some(p) => p,
-                        None => store.tag_pushed(&r, &tag)?,
-                    };
-                    match summaries.get(store, &r, &digest) {
-                        Ok(s) => rows.push(TagRow::new(tag.as_str(), &digest, &s, pushed)),
-                        // Deleted since the index was read: not a tag any more.
-                        Err(StorageError::ManifestUnknown(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(Some((rows, total)))
-            })
-            .await?;
-        let Some((rows, total)) = found else {
-            return Err(Failure::NotFound(format!(
-                "There is no repository {repo} that you may see."
-            )));
-        };
-        let sort = if by_time { "pushed" } else { "name" };
-        let next = (page.saturating_mul(TAG_PAGE) < total).then(|| {
-            self.link(
-                &format!("ui/repo/{repo}"),
-                &[("sort", sort), ("page", &(page + 1).to_string())],
-            )
-        });
-        let note = self
-            .param("deleted")
-            .and_then(|t| t.parse::<Tag>().ok())
-            .map(|t| format!("Deleted the tag {t}."));
-        self.html(
-            StatusCode::OK,
-            &RepoPage {
-                chrome: self.chrome(),
-                name: repo.to_string(),
-                rows,
-                total,
-                sort_by_time: by_time,
-                may_delete: self.may_delete(&repo),
-                next,
-                note,
-            },
-        )
-    }
-
+    /// Deletes are enabled, the registry is writable, and the caller may.
     fn may_delete(&self, repo: &RepoName) -> bool {
         let storage = &self.app.config.storage;
         storage.delete_enabled && !storage.readonly && self.may(repo, Action::Delete)
-    }
-
-    // -- One image.
-
-    async fn image(&self, path: &str) -> PageResult {
-        let (name, reference) = path
-            .rsplit_once('/')
-            .ok_or_else(|| Failure::NotFound("There is no such page.".into()))?;
-        let repo = self.repo_name(name)?;
-        let reference: Reference = reference.parse().map_err(|e| {
-            Failure::NotFound(format!("{reference:?} is neither a tag nor a digest: {e}."))
-        })?;
-        let (r, reff) = (repo.clone(), reference.clone());
-        let view = self
-            .app
-            .blocking(move |store| browse::image::view(store, &r, &reff))
-            .await
-            .map_err(|e| match e.code {
-                ErrorCode::ManifestUnknown | ErrorCode::NameUnknown => {
-                    Failure::NotFound(format!("{repo} has no image {reference}."))
-                }
-                _ => Failure::Api(e),
-            })?;
-        let tags: Vec<String> = self
-            .app
-            .store
-            .index()
-            .tags_pointing_at(&repo, &view.digest)
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        let (title, by_name) = match &reference {
-            Reference::Tag(t) => (format!("{repo}:{t}"), Some(format!("{repo}:{t}"))),
-            Reference::Digest(d) => (format!("{repo}@{}", pages::short(d)), None),
-        };
-        let by_digest = format!("{repo}@{}", view.digest);
-        let mut pull_commands = Vec::new();
-        for tool in ["docker", "podman"] {
-            for r in by_name.iter().chain([&by_digest]) {
-                pull_commands.push(format!("{tool} pull {}/{r}", self.host));
-            }
-        }
-        let images = view.images.iter().map(ImageRow::from).collect();
-        let referrers = view.referrers.iter().map(ReferrerRow::from).collect();
-        self.html(
-            StatusCode::OK,
-            &ImagePage {
-                chrome: self.chrome(),
-                name: repo.to_string(),
-                title,
-                pull_commands,
-                tags,
-                images,
-                referrers,
-                view,
-            },
-        )
-    }
-
-    // -- Deleting a tag: a page that says what will happen, then a form post.
-
-    fn delete_target(&self, path: &str) -> Result<(RepoName, Tag), Failure> {
-        let (name, tag) = path
-            .rsplit_once('/')
-            .ok_or_else(|| Failure::NotFound("There is no such page.".into()))?;
-        let repo = self.repo_name(name)?;
-        let tag: Tag = tag
-            .parse()
-            .map_err(|e| Failure::NotFound(format!("{tag:?} is not a tag: {e}.")))?;
-        if !self.may_delete(&repo) {
-            let why = if !self.app.config.storage.delete_enabled {
-                "Deletes are turned off in this registry (storage.delete.enabled).".to_string()
-            } else if self.app.config.storage.readonly {
-                "The registry is read-only for maintenance.".to_string()
-            } else {
-                format!("You may not delete in {repo}.")
-            };
-            return Err(Failure::Status(
-                StatusCode::FORBIDDEN,
-                "Not allowed".into(),
-                why,
-            ));
-        }
-        Ok((repo, tag))
-    }
-
-    fn delete_token(&self, repo: &RepoName, tag: &Tag, digest: &str) -> String {
-        self.app
-            .page_keys
-            .form_token(self.who.name(), "delete", &format!("{repo}:{tag}@{digest}"))
-    }
-
-    async fn delete_form(&self, path: &str) -> PageResult {
-        let (repo, tag) = self.delete_target(path)?;
-        catch_up(self.app).await?;
-        let index = self.app.store.index();
-        let Some(digest) = index.tag_digest(&repo, &tag) else {
-            return Err(Failure::NotFound(format!("{repo} has no tag {tag}.")));
-        };
-        let others = index
-            .tags_pointing_at(&repo, &digest)
-            .into_iter()
-            .filter(|t| *t != tag)
-            .map(|t| t.to_string())
-            .collect();
-        let digest = digest.to_string();
-        self.html(
-            StatusCode::OK,
-            &DeletePage {
-                chrome: self.chrome(),
-                token: self.delete_token(&repo, &tag, &digest),
-                name: repo.to_string(),
-                tag: tag.to_string(),
-                digest,
-                others,
-            },
-        )
-    }
-
-    async fn delete(&self, path: &str, form: &[(String, String)]) -> PageResult {
-        let (repo, tag) = self.delete_target(path)?;
-        let digest = field(form, "digest");
-        let token = field(form, "token");
-        if !session::same_origin(&self.headers)
-            || !self.app.page_keys.form_token_ok(
-                token,
-                self.who.name(),
-                "delete",
-                &format!("{repo}:{tag}@{digest}"),
-            )
-        {
-            return Err(Failure::Status(
-                StatusCode::FORBIDDEN,
-                "Not deleted".into(),
-                "The form was not this page's, or it is more than an hour old. Open the tag's delete page again.".into(),
-            ));
-        }
-        let (r, t, d) = (repo.clone(), tag.clone(), digest.to_string());
-        let moved = self
-            .app
-            .blocking(move |store| {
-                // Exactly the tag the person saw: if it was moved to another
-                // image since, nothing is deleted.
-                let (now, _, _) = store.stat_manifest(&r, &Reference::Tag(t.clone()))?;
-                if now.to_string() != d {
-                    return Ok(true);
-                }
-                store.delete_tag(&r, &t)?;
-                Ok(false)
-            })
-            .await
-            .map_err(|e| match e.code {
-                ErrorCode::ManifestUnknown => {
-                    Failure::NotFound(format!("{repo} has no tag {tag} any more."))
-                }
-                _ => Failure::Api(e),
-            })?;
-        if moved {
-            return Err(Failure::Status(
-                StatusCode::CONFLICT,
-                "Not deleted".into(),
-                format!("The tag {tag} was pushed again since the page was shown: it points at another image now. Nothing was deleted."),
-            ));
-        }
-        tracing::info!(repository = %repo, tag = %tag, user = self.who.name(), "tag deleted from the web page");
-        Ok(redirect(&self.link(
-            &format!("ui/repo/{repo}"),
-            &[("deleted", tag.as_str())],
-        )))
-    }
-
-    // -- Signing in and out.
-
-    fn login_form(&self, error: Option<String>, status: StatusCode) -> PageResult {
-        let next = self
-            .param("next")
-            .filter(|n| self.is_own_path(n))
-            .map_or_else(|| format!("{}/", self.base), str::to_string);
-        self.html(
-            status,
-            &LoginPage {
-                chrome: self.chrome(),
-                error,
-                next,
-                token_auth: self.app.config.auth.token.is_some(),
-            },
-        )
-    }
-
-    /// Whether `next` is a path of this registry's pages (no redirect to
-    /// another site after signing in).
-    fn is_own_path(&self, next: &str) -> bool {
-        next.strip_prefix(&self.base)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|rest| {
-                !rest.starts_with('/')
-                    && !rest.contains('\\')
-                    && is_page(rest.split('?').next().unwrap_or(""))
-            })
-    }
-
-    async fn login(&self, form: &[(String, String)], peer: SocketAddr) -> PageResult {
-        if !self.app.auth.has_passwords() {
-            return self.login_form(None, StatusCode::OK);
-        }
-        if !session::same_origin(&self.headers) {
-            return Err(Failure::Status(
-                StatusCode::FORBIDDEN,
-                "Not signed in".into(),
-                "The form did not come from this page.".into(),
-            ));
-        }
-        let (user, password) = (field(form, "username"), field(form, "password"));
-        if user.is_empty()
-            || !self
-                .app
-                .auth
-                .check_password(user, password, peer.ip())
-                .await
-        {
-            return self.login_form(
-                Some("Invalid username or password.".into()),
-                StatusCode::UNAUTHORIZED,
-            );
-        }
-        let next = Some(field(form, "next"))
-            .filter(|n| self.is_own_path(n))
-            .map_or_else(|| format!("{}/", self.base), str::to_string);
-        let mut resp = redirect(&next);
-        self.set_session(&mut resp, &self.app.page_keys.session(user));
-        tracing::info!(user, "signed in to the web page");
-        Ok(resp)
-    }
-
-    fn logout(&self) -> PageResult {
-        if !session::same_origin(&self.headers) {
-            return Err(Failure::Status(
-                StatusCode::FORBIDDEN,
-                "Not signed out".into(),
-                "The form did not come from this page.".into(),
-            ));
-        }
-        let mut resp = redirect(&format!("{}/", self.base));
-        self.set_session(&mut resp, "");
-        Ok(resp)
-    }
-
-    fn set_session(&self, resp: &mut Response<Body>, value: &str) {
-        let path = format!("{}/", self.base);
-        if let Ok(v) = HeaderValue::from_str(&session::set_cookie(value, &path, self.secure)) {
-            resp.headers_mut().append(http::header::SET_COOKIE, v);
-        }
     }
 
     // -- Answers.
