@@ -148,9 +148,10 @@ impl Htpasswd {
         }
     }
 
-    /// Whether `user` is in the file.
-    pub fn contains(&self, user: &str) -> bool {
-        self.users.read().unwrap().get(user).is_some()
+    /// `user`'s stored password hash, if the user is in the file: it
+    /// changes with the password.
+    pub fn stored_hash(&self, user: &str) -> Option<String> {
+        self.users.read().unwrap().get(user).cloned()
     }
 
     /// Whether `user` with `password` passed a check recently (cheap: no

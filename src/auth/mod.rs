@@ -187,11 +187,13 @@ impl Auth {
         matches!(self.method, Method::Htpasswd { .. })
     }
 
-    /// Whether `user` is (still) one of the registry's users.
-    pub fn user_exists(&self, user: &str) -> bool {
+    /// What a login session of `user` is bound to: the user's entry in
+    /// the htpasswd file, so that removing the user or changing the
+    /// password ends it. `None` if there is no such user.
+    pub fn session_binding(&self, user: &str) -> Option<String> {
         match &self.method {
-            Method::Htpasswd { users, .. } => users.contains(user),
-            _ => false,
+            Method::Htpasswd { users, .. } => users.stored_hash(user),
+            _ => None,
         }
     }
 

@@ -13,7 +13,11 @@ use crate::oci::{Descriptor, Digest, Manifest, Reference, RepoName};
 use crate::storage::{StorageError, Store};
 
 /// Configs larger than this are not read for the page.
-const MAX_CONFIG_BYTES: u64 = 4 << 20;
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The children of an index read for its page (and its summary); the rest
+/// are listed by digest. An index may name thousands, or one child many
+/// times: what one page view reads stays bounded.
+const MAX_CHILDREN_READ: usize = 64;
 /// Past this many summaries the cache starts over (a bound, not a ranking).
 const MAX_SUMMARIES: usize = 100_000;
 
@@ -89,10 +93,18 @@ fn summarize(store: &Store, repo: &RepoName, digest: &Digest) -> Result<Summary,
     if m.kind.is_index() {
         let mut size = 0;
         let mut platforms = Vec::new();
-        for child in &m.manifests {
-            // A child may be an attestation or missing: count what is there.
-            if let Ok((c, _, _)) = read_manifest(store, repo, &child.digest) {
-                size += content_size(&c);
+        for (i, child) in distinct(&m.manifests).into_iter().enumerate() {
+            // A child may be missing or unreadable: count what is there.
+            // Other failures are not cached as a smaller size.
+            if i >= MAX_CHILDREN_READ {
+                // Not read: its manifest's size stands for it.
+                size += child.size;
+            } else {
+                match read_manifest(store, repo, &child.digest) {
+                    Ok((c, _, _)) => size += content_size(&c),
+                    Err(StorageError::ManifestUnknown(_) | StorageError::ManifestInvalid(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
             if let Some(p) = child.platform.as_ref().and_then(platform_of_value) {
                 platforms.push(p);
@@ -117,6 +129,12 @@ fn summarize(store: &Store, repo: &RepoName, digest: &Digest) -> Result<Summary,
         size: content_size(&m),
         platforms: platform.into_iter().collect(),
     })
+}
+
+/// An index's children, each digest once.
+fn distinct(children: &[Descriptor]) -> Vec<&Descriptor> {
+    let mut seen = std::collections::HashSet::new();
+    children.iter().filter(|c| seen.insert(&c.digest)).collect()
 }
 
 fn content_size(m: &Manifest) -> u64 {
@@ -234,8 +252,8 @@ pub struct ImageDetails {
     pub config: Option<ImageConfig>,
     pub layers: Vec<Descriptor>,
     pub size: u64,
-    /// Set when the child manifest could not be read (not pushed, or gone).
-    pub missing: bool,
+    /// Why the child of an index is shown by digest alone, if it is.
+    pub not_shown: Option<&'static str>,
 }
 
 /// Everything an image page shows.
@@ -267,23 +285,34 @@ pub fn view(
         .unwrap_or_else(|_| String::from_utf8_lossy(&stored.bytes).into_owned());
     let images = match &parsed {
         None => vec![],
-        Some(m) if m.kind.is_index() => m
-            .manifests
-            .iter()
-            .map(|child| {
+        Some(m) if m.kind.is_index() => distinct(&m.manifests)
+            .into_iter()
+            .enumerate()
+            .map(|(i, child)| {
                 let platform = child.platform.as_ref().and_then(platform_of_value);
+                let by_digest = |why| ImageDetails {
+                    digest: child.digest.clone(),
+                    platform: platform.clone(),
+                    artifact_type: child.artifact_type.clone(),
+                    config_digest: None,
+                    config: None,
+                    layers: vec![],
+                    size: child.size,
+                    not_shown: Some(why),
+                };
+                if i >= MAX_CHILDREN_READ {
+                    return Ok(by_digest(
+                        "Not read for this page: the index names too many manifests. Open it by its digest.",
+                    ));
+                }
                 match read_manifest(store, repo, &child.digest) {
-                    Ok((c, _, _)) => details(store, repo, &child.digest, &c, platform),
-                    Err(StorageError::ManifestUnknown(_)) => Ok(ImageDetails {
-                        digest: child.digest.clone(),
-                        platform,
-                        artifact_type: child.artifact_type.clone(),
-                        config_digest: None,
-                        config: None,
-                        layers: vec![],
-                        size: child.size,
-                        missing: true,
-                    }),
+                    Ok((c, _, _)) => details(store, repo, &child.digest, &c, platform.clone()),
+                    Err(StorageError::ManifestUnknown(_)) => {
+                        Ok(by_digest("This manifest is not stored here."))
+                    }
+                    Err(StorageError::ManifestInvalid(_)) => Ok(by_digest(
+                        "This manifest is in a form this registry does not read.",
+                    )),
                     Err(e) => Err(e),
                 }
             })
@@ -327,7 +356,7 @@ fn details(
         config,
         layers: m.layers.clone(),
         size: content_size(m),
-        missing: false,
+        not_shown: None,
     })
 }
 

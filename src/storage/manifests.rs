@@ -242,18 +242,24 @@ impl Store {
         self.changed(repo)
     }
 
-    /// When `tag` was last pointed at a manifest: the time its link was
-    /// written. `None` if the tag is gone.
-    pub fn tag_pushed(
+    /// When each of `tags` was last pointed at a manifest: the time its
+    /// link was written (`None` for a tag gone since). Concurrent in a bucket.
+    pub fn tags_pushed(
         &self,
         repo: &RepoName,
-        tag: &Tag,
-    ) -> Result<Option<std::time::SystemTime>, StorageError> {
+        tags: &[&Tag],
+    ) -> Result<Vec<Option<std::time::SystemTime>>, StorageError> {
+        let links: Vec<_> = tags
+            .iter()
+            .map(|t| self.layout.tag_current_link(repo, t))
+            .collect();
         Ok(self
             .backend
             .objects()
-            .stat(&self.layout.tag_current_link(repo, tag))?
-            .map(|m| m.modified))
+            .stat_many(&links)?
+            .into_iter()
+            .map(|m| m.map(|m| m.modified))
+            .collect())
     }
 
     /// Delete one tag; the manifest stays, reachable by digest.
@@ -267,6 +273,27 @@ impl Store {
             return Err(self.unknown_tag(repo, tag));
         }
         self.remove_tag_dir(repo, tag)
+    }
+
+    /// Delete `tag` only if it still names `expected`, checked and deleted
+    /// under the repository's lock (a push through this process waits);
+    /// `Ok(false)` if it names another manifest now.
+    pub fn delete_tag_if(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expected: &Digest,
+    ) -> Result<bool, StorageError> {
+        self.check_delete()?;
+        let _repo = self.lock_repo(repo);
+        match self
+            .backend
+            .read_link(&self.layout.tag_current_link(repo, tag))?
+        {
+            None => Err(self.unknown_tag(repo, tag)),
+            Some(now) if now != *expected => Ok(false),
+            Some(_) => self.remove_tag_dir(repo, tag).map(|()| true),
+        }
     }
 
     fn remove_tag_dir(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {

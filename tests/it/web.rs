@@ -251,6 +251,15 @@ fn pages_follow_the_registry_logins_and_rights() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // A new password ends the sessions made with the old one.
+    let again = sign_in(&c, "alice", "pw");
+    write_htpasswd(&file, &[("alice", "new-pw")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while text(&c.call("GET", "/", &[("cookie", &again)], None)).contains("Sign out") {
+        assert!(std::time::Instant::now() < deadline, "the old password's session lived on");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let session = sign_in(&c, "alice", "new-pw");
     // Signing out ends the cookie.
     let r = c.call("POST", "/ui/logout", &[("cookie", &session)], Some(b""));
     r.expect(303, None);
@@ -383,6 +392,45 @@ fn pages_show_images_indexes_and_referrers_escaped() {
     c.get("/ui/nothing").expect(404, None);
     c.get("/?n=0").expect(400, None);
     c.get("/ui/static/app.js").expect(200, None);
+}
+
+#[test]
+fn big_indexes_are_read_within_bounds() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let config = r#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = c.push_blob("team/big", config.as_bytes());
+    let ld = c.push_blob("team/big", b"layer");
+    let mut children = vec![];
+    for i in 0..70 {
+        let m = image_manifest(&cd, config.len(), &[(&ld, 5)], None)
+            .replacen('{', &format!(r#"{{"annotations":{{"n":"{i}"}},"#), 1);
+        let d = sha256(m.as_bytes());
+        c.put_manifest("team/big", &d, OCI_MANIFEST, m.as_bytes())
+            .expect(201, None);
+        let child = format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{},"platform":{{"os":"linux","architecture":"amd64","variant":"v{i}"}}}}"#,
+            m.len()
+        );
+        // The first child named a thousand times over.
+        let times = if i == 0 { 1000 } else { 1 };
+        children.extend(std::iter::repeat_n(child, times));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        children.join(",")
+    );
+    c.put_manifest("team/big", "all", OCI_INDEX, index.as_bytes())
+        .expect(201, None);
+    let page = text(c.get("/ui/image/team/big/all").expect(200, None));
+    assert_eq!(page.matches("<section class=\"image\">").count(), 70, "each child once");
+    assert_eq!(
+        page.matches("Not read for this page").count(),
+        6,
+        "past 64 children, by digest alone"
+    );
+    let repo = text(c.get("/ui/repo/team/big").expect(200, None));
+    assert!(repo.contains("linux/amd64/v69"), "every platform listed: {repo}");
 }
 
 #[test]

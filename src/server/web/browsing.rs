@@ -7,7 +7,7 @@ use super::pages::{self, ImagePage, ImageRow, ListPage, ReferrerRow, RepoPage, R
 use super::{bad_request, catch_up, Failure, Page, PageResult, LIST_PAGE, MAX_LIST_PAGE, TAG_PAGE};
 use crate::auth::{Action, Identity};
 use crate::browse;
-use crate::oci::{ErrorCode, Reference, RepoName, Tag};
+use crate::oci::{Digest, ErrorCode, Reference, RepoName, Tag};
 use crate::storage::StorageError;
 
 impl Page<'_> {
@@ -108,21 +108,27 @@ impl Page<'_> {
                     return Ok(None);
                 };
                 let total = tags.len();
-                let mut tags: Vec<_> = tags.into_iter().map(|(t, d)| (t, d, None)).collect();
-                if by_time {
-                    for (t, _, pushed) in &mut tags {
-                        *pushed = Some(store.tag_pushed(&r, t)?);
-                    }
-                    // Newest first; tags gone meanwhile last.
-                    tags.sort_by_key(|t| std::cmp::Reverse(t.2.flatten()));
-                }
                 let skip = (page - 1).saturating_mul(TAG_PAGE);
+                let with_times = |tags: Vec<(Tag, Digest)>| -> Result<Vec<_>, StorageError> {
+                    let names: Vec<&Tag> = tags.iter().map(|(t, _)| t).collect();
+                    let times = store.tags_pushed(&r, &names)?;
+                    Ok(tags
+                        .into_iter()
+                        .zip(times)
+                        .map(|((t, d), p)| (t, d, p))
+                        .collect())
+                };
+                let shown: Vec<_> = if by_time {
+                    // Every tag's time, to sort by (concurrently in a bucket).
+                    let mut all = with_times(tags)?;
+                    // Newest first; tags gone meanwhile last.
+                    all.sort_by_key(|t| std::cmp::Reverse(t.2));
+                    all.into_iter().skip(skip).take(TAG_PAGE).collect()
+                } else {
+                    with_times(tags.into_iter().skip(skip).take(TAG_PAGE).collect())?
+                };
                 let mut rows = Vec::new();
-                for (tag, digest, pushed) in tags.into_iter().skip(skip).take(TAG_PAGE) {
-                    let pushed = match pushed {
-                        Some(p) => p,
-                        None => store.tag_pushed(&r, &tag)?,
-                    };
+                for (tag, digest, pushed) in shown {
                     match summaries.get(store, &r, &digest) {
                         Ok(s) => rows.push(TagRow::new(tag.as_str(), &digest, &s, pushed)),
                         // Deleted since the index was read: not a tag any more.
@@ -169,6 +175,7 @@ impl Page<'_> {
             .rsplit_once('/')
             .ok_or_else(|| Failure::NotFound("There is no such page.".into()))?;
         let repo = self.repo_name(name)?;
+        catch_up(self.app).await?;
         let reference: Reference = reference.parse().map_err(|e| {
             Failure::NotFound(format!("{reference:?} is neither a tag nor a digest: {e}."))
         })?;

@@ -6,8 +6,8 @@
 use http::StatusCode;
 
 use super::pages::DeletePage;
-use super::{catch_up, field, redirect, session, Failure, Page, PageResult};
-use crate::oci::{ErrorCode, Reference, RepoName, Tag};
+use super::{bad_request, catch_up, field, redirect, session, Failure, Page, PageResult};
+use crate::oci::{Digest, ErrorCode, RepoName, Tag};
 
 impl Page<'_> {
     fn delete_target(&self, path: &str) -> Result<(RepoName, Tag), Failure> {
@@ -38,7 +38,7 @@ impl Page<'_> {
     fn delete_token(&self, repo: &RepoName, tag: &Tag, digest: &str) -> String {
         self.app
             .page_keys
-            .form_token(self.who.name(), "delete", &format!("{repo}:{tag}@{digest}"))
+            .form_token(&self.subject(), "delete", &format!("{repo}:{tag}@{digest}"))
     }
 
     pub(super) async fn delete_form(&self, path: &str) -> PageResult {
@@ -75,7 +75,7 @@ impl Page<'_> {
         if !session::same_origin(&self.headers)
             || !self.app.page_keys.form_token_ok(
                 token,
-                self.who.name(),
+                &self.subject(),
                 "delete",
                 &format!("{repo}:{tag}@{digest}"),
             )
@@ -86,22 +86,18 @@ impl Page<'_> {
                 "The form was not this page's, or it is more than an hour old. Open the tag's delete page again.".into(),
             ));
         }
-        let (r, t, d) = (repo.clone(), tag.clone(), digest.to_string());
-        let moved = self
+        let expected: Digest = digest
+            .parse()
+            .map_err(|_| bad_request("the form's digest is not a digest"))?;
+        let (r, t) = (repo.clone(), tag.clone());
+        // Exactly the tag the person saw: if it was pushed again since,
+        // to another image, nothing is deleted.
+        let moved = !self
             .app
-            .blocking(move |store| {
-                // Exactly the tag the person saw: if it was moved to another
-                // image since, nothing is deleted.
-                let (now, _, _) = store.stat_manifest(&r, &Reference::Tag(t.clone()))?;
-                if now.to_string() != d {
-                    return Ok(true);
-                }
-                store.delete_tag(&r, &t)?;
-                Ok(false)
-            })
+            .blocking(move |store| store.delete_tag_if(&r, &t, &expected))
             .await
             .map_err(|e| match e.code {
-                ErrorCode::ManifestUnknown => {
+                ErrorCode::ManifestUnknown | ErrorCode::NameUnknown => {
                     Failure::NotFound(format!("{repo} has no tag {tag} any more."))
                 }
                 _ => Failure::Api(e),

@@ -74,8 +74,7 @@ pub(super) async fn route(
 /// else Basic credentials a browser may send; else anonymous.
 async fn identify(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Identity {
     if let Some(user) = session::cookie(headers, session::COOKIE)
-        .and_then(|c| app.page_keys.user_of(c))
-        .filter(|u| app.auth.user_exists(u))
+        .and_then(|c| app.page_keys.user_of(c, |u| app.auth.session_binding(u)))
     {
         return Identity::User(user);
     }
@@ -100,9 +99,10 @@ struct Page<'a> {
 
 /// Why a page cannot be shown.
 enum Failure {
-    /// 404, or 403 for a signed-in user: the same words either way, so a
-    /// stranger cannot tell a private repository from a missing one.
+    /// 404: also for what the caller may not see, so that a private
+    /// repository cannot be told from a missing one.
     NotFound(String),
+    /// Any other status, with a heading and a sentence.
     Status(StatusCode, String, String),
     Api(ApiError),
 }
@@ -171,6 +171,16 @@ impl<'a> Page<'a> {
                 true => self.link("ui/login", &[("next", &self.here)]),
                 false => format!("{}/ui/login", self.base),
             },
+        }
+    }
+
+    /// Who a form is signed for: the kind of caller and its name, so that
+    /// no user's name can stand for anonymous or for a token's subject.
+    fn subject(&self) -> String {
+        match &self.who {
+            Identity::Anonymous => "anonymous".into(),
+            Identity::User(u) => format!("user:{u}"),
+            Identity::Token(g) => format!("token:{}", g.subject),
         }
     }
 
@@ -361,13 +371,16 @@ async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, Fail
     let bytes = limited
         .collect()
         .await
-        .map_err(|_| {
-            Failure::Status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Form too large".into(),
-                "The form sent more than this page ever sends.".into(),
-            )
-        })?
+        .map_err(
+            |e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => Failure::Status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Form too large".into(),
+                    "The form sent more than this page ever sends.".into(),
+                ),
+                None => bad_request("the form's body could not be read"),
+            },
+        )?
         .to_bytes();
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }

@@ -103,7 +103,7 @@ pub struct ImageRow {
     pub platform: Option<String>,
     pub artifact_type: Option<String>,
     pub size: String,
-    pub missing: bool,
+    pub not_shown: Option<&'static str>,
     pub config: Option<ConfigRows>,
     pub layers: Vec<LayerRow>,
 }
@@ -116,7 +116,7 @@ impl From<&ImageDetails> for ImageRow {
             platform: d.platform.clone(),
             artifact_type: d.artifact_type.clone(),
             size: human_size(d.size),
-            missing: d.missing,
+            not_shown: d.not_shown,
             config: d.config.as_ref().map(ConfigRows::from),
             layers: d
                 .layers

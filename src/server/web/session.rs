@@ -45,16 +45,22 @@ impl Keys {
             .is_ok_and(|sig| hmac::verify(&self.key, &message(parts), &sig).is_ok())
     }
 
-    /// The cookie value for `user`, valid until `LIFETIME` from now.
-    pub fn session(&self, user: &str) -> String {
+    /// The cookie value for `user`, valid until `LIFETIME` from now and
+    /// while `binding` (the user's password entry) stays the same.
+    pub fn session(&self, user: &str, binding: &str) -> String {
         let until = (now() + LIFETIME.as_secs()).to_string();
         let name = URL_SAFE_NO_PAD.encode(user);
-        let sig = self.sign(&["session", user, &until]);
+        let sig = self.sign(&["session", user, &until, binding]);
         format!("{name}.{until}.{sig}")
     }
 
-    /// The user a session cookie names, if it is ours and has not ended.
-    pub fn user_of(&self, cookie: &str) -> Option<String> {
+    /// The user a session cookie names, if it is ours, has not ended, and
+    /// `binding` still gives the user the entry it was made with.
+    pub fn user_of(
+        &self,
+        cookie: &str,
+        binding: impl Fn(&str) -> Option<String>,
+    ) -> Option<String> {
         let mut parts = cookie.split('.');
         let (name, until, sig) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -62,7 +68,12 @@ impl Keys {
         }
         let user = String::from_utf8(URL_SAFE_NO_PAD.decode(name).ok()?).ok()?;
         let ends: u64 = until.parse().ok()?;
-        (ends > now() && self.verify(&["session", &user, until], sig)).then_some(user)
+        if ends <= now() {
+            return None;
+        }
+        let bound = binding(&user)?;
+        self.verify(&["session", &user, until, &bound], sig)
+            .then_some(user)
     }
 
     /// A token for one form: `action` on `target`, by `who`.
@@ -154,23 +165,27 @@ mod tests {
     #[test]
     fn sessions_name_their_user_and_resist_forgery() {
         let keys = Keys::new(Some("s3cret"));
-        let c = keys.session("alice");
-        assert_eq!(keys.user_of(&c).as_deref(), Some("alice"));
+        let entry = |u: &str| (u != "nobody").then(|| format!("hash-of-{u}"));
+        let c = keys.session("alice", "hash-of-alice");
+        assert_eq!(keys.user_of(&c, entry).as_deref(), Some("alice"));
         // Another node with the same secret accepts it; another secret not.
         assert_eq!(
-            Keys::new(Some("s3cret")).user_of(&c).as_deref(),
+            Keys::new(Some("s3cret")).user_of(&c, entry).as_deref(),
             Some("alice")
         );
-        assert_eq!(Keys::new(Some("other")).user_of(&c), None);
+        assert_eq!(Keys::new(Some("other")).user_of(&c, entry), None);
+        // A new password, or no such user any more, ends it.
+        assert_eq!(keys.user_of(&c, |_| Some("new hash".into())), None);
+        assert_eq!(keys.user_of(&c, |_| None), None);
         // The name cannot be swapped, nor the end moved.
         let (_, rest) = c.split_once('.').unwrap();
         let forged = format!("{}.{rest}", URL_SAFE_NO_PAD.encode("admin"));
-        assert_eq!(keys.user_of(&forged), None);
+        assert_eq!(keys.user_of(&forged, entry), None);
         let parts: Vec<&str> = c.split('.').collect();
         let later = format!("{}.{}.{}", parts[0], now() + 999_999, parts[2]);
-        assert_eq!(keys.user_of(&later), None);
+        assert_eq!(keys.user_of(&later, entry), None);
         for junk in ["", ".", "a.b.c", "a.b.c.d", "YQ.1.x"] {
-            assert_eq!(keys.user_of(junk), None, "{junk:?}");
+            assert_eq!(keys.user_of(junk, entry), None, "{junk:?}");
         }
     }
 
@@ -178,9 +193,9 @@ mod tests {
     fn ended_sessions_are_refused() {
         let keys = Keys::new(Some("k"));
         let until = (now() - 1).to_string();
-        let sig = keys.sign(&["session", "bob", &until]);
+        let sig = keys.sign(&["session", "bob", &until, "h"]);
         let c = format!("{}.{until}.{sig}", URL_SAFE_NO_PAD.encode("bob"));
-        assert_eq!(keys.user_of(&c), None);
+        assert_eq!(keys.user_of(&c, |_| Some("h".into())), None);
     }
 
     #[test]

@@ -66,7 +66,8 @@ impl Page<'_> {
             .filter(|n| self.is_own_path(n))
             .map_or_else(|| format!("{}/", self.base), str::to_string);
         let mut resp = redirect(&next);
-        self.set_session(&mut resp, &self.app.page_keys.session(user));
+        let binding = self.app.auth.session_binding(user).unwrap_or_default();
+        self.set_session(&mut resp, &self.app.page_keys.session(user, &binding));
         tracing::info!(user, "signed in to the web page");
         Ok(resp)
     }

@@ -65,6 +65,11 @@ pub trait Objects: Send + Sync {
     fn read_many(&self, keys: &[std::path::PathBuf]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
         keys.iter().map(|k| self.read(k)).collect()
     }
+    /// The size and time of several objects (each `None` if it does not
+    /// exist); a bucket asks for them concurrently.
+    fn stat_many(&self, keys: &[std::path::PathBuf]) -> Result<Vec<Option<Meta>>, StorageError> {
+        keys.iter().map(|k| self.stat(k)).collect()
+    }
     /// Create an empty object that matters by its name alone, without the
     /// cost of making it durable (a note of change: losing one in a crash
     /// delays what others see, it loses nothing).
@@ -212,6 +217,11 @@ pub mod suite {
             .read_many(&[root.join("a/e/f"), root.join("a/none")])
             .unwrap();
         assert_eq!(many, [Some(b"y".to_vec()), None]);
+        let stats = b
+            .stat_many(&[root.join("a/none"), root.join("a/e/f")])
+            .unwrap();
+        assert_eq!(stats[0], None);
+        assert_eq!(stats[1].as_ref().map(|m| m.size), Some(1));
 
         let notes = root.join("notes");
         assert!(b.list_after(&notes, "").unwrap().is_empty());

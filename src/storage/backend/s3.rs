@@ -538,6 +538,19 @@ impl Objects for S3 {
         self.wait(reads)
     }
 
+    fn stat_many(&self, keys: &[std::path::PathBuf]) -> Result<Vec<Option<Meta>>, StorageError> {
+        let heads = futures_util::stream::iter(keys.iter().map(|k| self.head(k)))
+            .buffered(32)
+            .map_ok(|l| {
+                l.map(|l| Meta {
+                    size: l.size,
+                    modified: l.modified,
+                })
+            })
+            .try_collect();
+        self.wait(heads)
+    }
+
     fn mark(&self, key: &Path) -> Result<(), StorageError> {
         self.wait(self.put(key, PutPayload::default()))
     }
