@@ -31,6 +31,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// The web page (our extension, the top-level `ui` section).
     pub ui: UiConfig,
+    /// Where events of pushes, pulls, mounts and deletes are sent.
+    pub notifications: NotificationsConfig,
     /// Things worth telling the operator at start (unimplemented keys, odd forms).
     pub warnings: Vec<String>,
 }
@@ -171,6 +173,32 @@ pub struct TlsConfig {
     /// CA files for client certificates: when set, clients must present one.
     pub clientcas: Vec<PathBuf>,
     pub minimum: TlsVersion,
+}
+
+/// `notifications`: Distribution's endpoints, with its keys and defaults.
+#[derive(Clone, Debug, Default)]
+pub struct NotificationsConfig {
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointConfig {
+    pub name: String,
+    /// Where events are POSTed: `http://` or `https://`, with a path.
+    pub url: String,
+    /// Sent with every POST (Distribution writes each value as a list).
+    pub headers: Vec<(String, String)>,
+    /// For one POST, from connecting to the answer's end (default 1s).
+    pub timeout: Duration,
+    /// Failures in a row after which each retry waits `backoff` (default 10).
+    pub threshold: u32,
+    /// The wait between retries past the threshold (default 1s).
+    pub backoff: Duration,
+    /// `ignoredmediatypes` and `ignore.mediatypes`: events about these are not sent.
+    pub ignored_media_types: Vec<String>,
+    /// `ignore.actions`: push, pull, mount, delete.
+    pub ignored_actions: Vec<String>,
+    pub disabled: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -639,7 +667,13 @@ const SCHEMA: &[(&str, Node)] = &[
     ("ui", Node::Section(&[("enabled", Node::Leaf)])),
     ("middleware", Node::Unimplemented),
     ("reporting", Node::Unimplemented),
-    ("notifications", Node::Unimplemented),
+    (
+        "notifications",
+        Node::Section(&[
+            ("events", Node::Section(&[("includereferences", Node::Unimplemented)])),
+            ("endpoints", Node::Leaf),
+        ]),
+    ),
     ("redis", Node::Unimplemented),
     ("health", Node::Unimplemented),
     ("proxy", Node::Unimplemented),
@@ -780,6 +814,157 @@ fn required(tree: &Value, path: &str) -> Result<String, String> {
     get_string(tree, path)?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| format!("{path} is required"))
+}
+
+/// A helper's error, named under `notifications.`.
+fn in_notifications<T>(r: Result<T, String>) -> Result<T, String> {
+    r.map_err(|e| format!("notifications.{e}"))
+}
+
+fn read_notifications(tree: &Value) -> Result<NotificationsConfig, String> {
+    let endpoints = match lookup(tree, "notifications.endpoints") {
+        None | Some(Value::Null) => return Ok(NotificationsConfig::default()),
+        Some(Value::Sequence(list)) => list,
+        Some(other) => {
+            return Err(format!(
+                "notifications.endpoints must be a list, not {}",
+                show(other)
+            ))
+        }
+    };
+    const KEYS: [&str; 9] = [
+        "name",
+        "disabled",
+        "url",
+        "headers",
+        "timeout",
+        "threshold",
+        "backoff",
+        "ignoredmediatypes",
+        "ignore",
+    ];
+    let mut out = Vec::new();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let at = format!("endpoints[{i}]");
+        let Value::Mapping(m) = ep else {
+            return Err(format!(
+                "notifications.{at} must be a mapping with name and url"
+            ));
+        };
+        for k in m.keys() {
+            let k = k.as_str().unwrap_or("");
+            if !KEYS.contains(&k) {
+                return Err(format!(
+                    "notifications.{at}: unknown key {k:?} (known: {})",
+                    KEYS.join(", ")
+                ));
+            }
+        }
+        // The endpoint as a tree of its own, so the helpers name its keys.
+        let mut wrapper = Mapping::new();
+        wrapper.insert(Value::String(at.clone()), ep.clone());
+        let t = Value::Mapping(wrapper);
+        let key = |k: &str| format!("{at}.{k}");
+        let url = in_notifications(required(&t, &key("url")))?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "notifications.{at}.url {url:?} must start with http:// or https://"
+            ));
+        }
+        let mut headers = Vec::new();
+        match lookup(&t, &key("headers")) {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(h)) => {
+                for (name, values) in h {
+                    let name = name.as_str().unwrap_or("").to_string();
+                    let path = format!("notifications.{at}.headers.{name}");
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(format!("{path}: not a header name"));
+                    }
+                    for v in get_strings(Some(values), &path)? {
+                        if http::HeaderValue::from_str(&v).is_err() {
+                            return Err(format!("{path}: {v:?} is not a header value"));
+                        }
+                        headers.push((name.clone(), v));
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "notifications.{at}.headers must be a mapping of names to lists, not {}",
+                    show(other)
+                ))
+            }
+        }
+        let threshold = match in_notifications(get_string(&t, &key("threshold")))? {
+            None => 10,
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if n <= 0 => 10,
+                Ok(n) => n.min(u32::MAX as i64) as u32,
+                Err(_) => {
+                    return Err(format!(
+                        "notifications.{at}.threshold {s:?} must be a number"
+                    ))
+                }
+            },
+        };
+        // Distribution: zero or less means the default.
+        let positive = |d: Duration, default| if d.is_zero() { default } else { d };
+        let mut ignored_media_types = get_strings(
+            m.get("ignoredmediatypes"),
+            &format!("notifications.{at}.ignoredmediatypes"),
+        )?;
+        let mut ignored_actions = Vec::new();
+        match m.get("ignore") {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(ig)) => {
+                for (k, v) in ig {
+                    let path = format!("notifications.{at}.ignore.{}", k.as_str().unwrap_or(""));
+                    match k.as_str() {
+                        Some("mediatypes") => {
+                            ignored_media_types.extend(get_strings(Some(v), &path)?)
+                        }
+                        Some("actions") => {
+                            for a in get_strings(Some(v), &path)? {
+                                if !["push", "pull", "mount", "delete"].contains(&a.as_str()) {
+                                    return Err(format!(
+                                        "{path}: {a:?} is not push, pull, mount or delete"
+                                    ));
+                                }
+                                ignored_actions.push(a);
+                            }
+                        }
+                        _ => return Err(format!("{path}: unknown key (use mediatypes, actions)")),
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "notifications.{at}.ignore must be a mapping, not {}",
+                    show(other)
+                ))
+            }
+        }
+        out.push(EndpointConfig {
+            name: in_notifications(get_string(&t, &key("name")))?
+                .unwrap_or_else(|| format!("endpoint-{i}")),
+            url,
+            headers,
+            timeout: positive(
+                in_notifications(get_duration(&t, &key("timeout"), Duration::ZERO))?,
+                Duration::from_secs(1),
+            ),
+            threshold,
+            backoff: positive(
+                in_notifications(get_duration(&t, &key("backoff"), Duration::ZERO))?,
+                Duration::from_secs(1),
+            ),
+            ignored_media_types,
+            ignored_actions,
+            disabled: in_notifications(get_bool(&t, &key("disabled"), false))?,
+        });
+    }
+    Ok(NotificationsConfig { endpoints: out })
 }
 
 fn read_auth(tree: &Value) -> Result<AuthConfig, String> {
@@ -1299,6 +1484,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
         ui: UiConfig {
             enabled: get_bool(tree, "ui.enabled", true)?,
         },
+        notifications: read_notifications(tree)?,
         warnings,
     })
 }
@@ -1436,7 +1622,7 @@ health:
     }
 
     #[test]
-    fn unknown_key_is_named() {
+    fn unknown_key_is_in_notifications() {
         let err = parse("version: 0.1\nhttp:\n  adr: :5000\n")
             .unwrap_err()
             .to_string();
@@ -1449,11 +1635,71 @@ health:
     }
 
     #[test]
+    fn notification_endpoints_read_as_distribution_writes_them() {
+        let c = parse(
+            "notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: alistener
+      disabled: false
+      url: https://my.listener.com/event
+      headers:
+        Authorization: [Bearer <token>]
+        X-Two: [a, b]
+      timeout: 500ms
+      threshold: 5
+      backoff: 1s
+      ignoredmediatypes:
+        - application/octet-stream
+      ignore:
+        mediatypes:
+           - application/vnd.docker.image.rootfs.diff.tar.gzip
+        actions:
+           - pull
+    - url: http://h:1/x
+      threshold: 0
+",
+        )
+        .unwrap();
+        let e = &c.notifications.endpoints;
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].name, "alistener");
+        assert_eq!(
+            e[0].headers,
+            [
+                ("Authorization".to_string(), "Bearer <token>".to_string()),
+                ("X-Two".into(), "a".into()),
+                ("X-Two".into(), "b".into())
+            ]
+        );
+        assert_eq!(e[0].timeout, Duration::from_millis(500));
+        assert_eq!((e[0].threshold, e[0].backoff), (5, Duration::from_secs(1)));
+        assert_eq!(
+            e[0].ignored_media_types,
+            [
+                "application/octet-stream",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            ]
+        );
+        assert_eq!(e[0].ignored_actions, ["pull"]);
+        // Distribution's defaults, and a name when none is given.
+        assert_eq!(e[1].name, "endpoint-1");
+        assert_eq!(
+            (e[1].timeout, e[1].threshold, e[1].backoff),
+            (Duration::from_secs(1), 10, Duration::from_secs(1))
+        );
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("'notifications.events.includereferences'")));
+    }
+
+    #[test]
     fn unimplemented_key_warns_by_name() {
-        let c = parse("notifications:\n  endpoints: []\nhttp:\n  secret: x\n  draintimeout: 5s\n")
-            .unwrap();
+        let c = parse("redis:\n  addr: x\nhttp:\n  secret: x\n  draintimeout: 5s\n").unwrap();
         assert_eq!(c.http.secret.as_deref(), Some("x"));
-        assert!(c.warnings.iter().any(|w| w.contains("'notifications'")));
+        assert!(c.warnings.iter().any(|w| w.contains("'redis'")));
         assert!(c.warnings.iter().any(|w| w.contains("'http.draintimeout'")));
         assert!(!c.warnings.iter().any(|w| w.contains("'http.secret'")));
         assert!(c.ui.enabled, "the page is on unless turned off");
@@ -1588,7 +1834,7 @@ health:
     }
 
     #[test]
-    fn bad_values_are_named() {
+    fn bad_values_are_in_notifications() {
         let cases = [
             (
                 "storage:\n  delete:\n    enabled: maybe\n",

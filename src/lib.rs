@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod gc;
 pub mod logging;
+pub mod notify;
 pub mod oci;
 pub mod server;
 pub mod storage;

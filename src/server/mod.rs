@@ -5,6 +5,7 @@
 //! Handlers read like the spec: parse, call the store, answer. Nothing here
 //! touches the file system or hashes content.
 
+mod announce;
 pub mod body;
 pub mod error;
 mod handlers;
@@ -52,6 +53,10 @@ pub struct App {
     page_keys: web::session::Keys,
     /// What the page shows of each manifest, kept by digest.
     summaries: Arc<crate::browse::Summaries>,
+    /// Where events go (`notifications`), if anywhere.
+    notifier: Option<crate::notify::Notifier>,
+    /// This registry, as its events name it.
+    source: crate::notify::Source,
 }
 
 impl App {
@@ -103,6 +108,12 @@ impl App {
             fixed_headers,
             page_keys: web::session::Keys::new(config.http.secret.as_deref()),
             summaries: Arc::default(),
+            notifier: crate::notify::Notifier::start(&config.notifications)
+                .map_err(|e| StartError::Notifications(format!("{e:#}")))?,
+            source: crate::notify::Source {
+                addr: source_addr(&config.http.addr),
+                instance_id: crate::notify::event::new_id(),
+            },
             config,
         }))
     }
@@ -157,6 +168,17 @@ pub enum StartError {
     Auth(String),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("notifications: {0}")]
+    Notifications(String),
+}
+
+/// `hostname:port` of this registry, for its events' `source`.
+fn source_addr(listen: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let port = listen.rsplit_once(':').map_or("5000", |(_, p)| p);
+    format!("{host}:{port}")
 }
 
 /// Where the store lives, for messages: a directory, or `s3://bucket/root`.
@@ -424,7 +446,7 @@ async fn dispatch(
     (
         name,
         user,
-        handlers::route(app, route, req, &identity).await,
+        handlers::route(app, route, req, &identity, peer).await,
     )
 }
 
@@ -448,11 +470,13 @@ fn operator_endpoint(app: &App, path: &str, port: Port) -> Option<Response<Body>
         _ => None,
     };
     let (status, content_type, text) = match path {
-        p if Some(p) == metrics_path => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            app.metrics.render(),
-        ),
+        p if Some(p) == metrics_path => {
+            let mut text = app.metrics.render();
+            if let Some(n) = &app.notifier {
+                n.render_metrics(&mut text);
+            }
+            (StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
             if app.store.ready() {

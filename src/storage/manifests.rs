@@ -22,6 +22,8 @@ pub struct ManifestPut {
     pub digest: Digest,
     /// The manifest's `subject`, for the `OCI-Subject` response header.
     pub subject: Option<Digest>,
+    /// Its media type, as parsed.
+    pub media_type: &'static str,
 }
 
 impl Store {
@@ -99,7 +101,11 @@ impl Store {
         if new_repo || matches!(reference, Reference::Tag(_)) || subject.is_some() {
             self.changed(repo)?;
         }
-        Ok(ManifestPut { digest, subject })
+        Ok(ManifestPut {
+            digest,
+            subject,
+            media_type: manifest.kind.media_type(),
+        })
     }
 
     /// Everything the manifest references must be linked into the

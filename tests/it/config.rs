@@ -82,7 +82,7 @@ fn unimplemented_keys_are_logged_by_name() {
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\nnotifications:\n  endpoints: []\n",
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\nredis:\n  addr: localhost:6379\n",
             dir.path().join("d").display()
         ),
     )
@@ -96,7 +96,7 @@ fn unimplemented_keys_are_logged_by_name() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "'notifications' is a Distribution setting this registry does not implement yet"
+            "'redis' is a Distribution setting this registry does not implement yet"
         ),
         "{err}"
     );

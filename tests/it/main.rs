@@ -11,6 +11,7 @@ mod faults;
 mod gc;
 mod manifests;
 mod nodes;
+mod notifications;
 mod on_s3;
 mod replicate;
 mod support;

@@ -256,7 +256,10 @@ fn pages_follow_the_registry_logins_and_rights() {
     write_htpasswd(&file, &[("alice", "new-pw")]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while text(&c.call("GET", "/", &[("cookie", &again)], None)).contains("Sign out") {
-        assert!(std::time::Instant::now() < deadline, "the old password's session lived on");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old password's session lived on"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let session = sign_in(&c, "alice", "new-pw");
@@ -403,8 +406,11 @@ fn big_indexes_are_read_within_bounds() {
     let ld = c.push_blob("team/big", b"layer");
     let mut children = vec![];
     for i in 0..70 {
-        let m = image_manifest(&cd, config.len(), &[(&ld, 5)], None)
-            .replacen('{', &format!(r#"{{"annotations":{{"n":"{i}"}},"#), 1);
+        let m = image_manifest(&cd, config.len(), &[(&ld, 5)], None).replacen(
+            '{',
+            &format!(r#"{{"annotations":{{"n":"{i}"}},"#),
+            1,
+        );
         let d = sha256(m.as_bytes());
         c.put_manifest("team/big", &d, OCI_MANIFEST, m.as_bytes())
             .expect(201, None);
@@ -423,14 +429,21 @@ fn big_indexes_are_read_within_bounds() {
     c.put_manifest("team/big", "all", OCI_INDEX, index.as_bytes())
         .expect(201, None);
     let page = text(c.get("/ui/image/team/big/all").expect(200, None));
-    assert_eq!(page.matches("<section class=\"image\">").count(), 70, "each child once");
+    assert_eq!(
+        page.matches("<section class=\"image\">").count(),
+        70,
+        "each child once"
+    );
     assert_eq!(
         page.matches("Not read for this page").count(),
         6,
         "past 64 children, by digest alone"
     );
     let repo = text(c.get("/ui/repo/team/big").expect(200, None));
-    assert!(repo.contains("linux/amd64/v69"), "every platform listed: {repo}");
+    assert!(
+        repo.contains("linux/amd64/v69"),
+        "every platform listed: {repo}"
+    );
 }
 
 #[test]

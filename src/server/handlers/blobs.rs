@@ -14,7 +14,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{header_str, respond};
+use crate::notify::{Action, Occurrence};
 use crate::oci::{Digest, ErrorCode, RepoName};
+use crate::server::announce::record;
 use crate::server::body::Body;
 use crate::server::error::ApiError;
 use crate::server::App;
@@ -174,12 +176,17 @@ pub(super) async fn delete(
     repo: RepoName,
     digest: Digest,
 ) -> Result<Response<Body>, ApiError> {
-    let d = digest.clone();
-    app.blocking(move |s| s.delete_blob(&repo, &d)).await?;
-    Ok(respond(
+    let (r, d) = (repo.clone(), digest.clone());
+    app.blocking(move |s| s.delete_blob(&r, &d)).await?;
+    let mut resp = respond(
         StatusCode::ACCEPTED,
         &[("docker-content-digest", digest.to_string())],
-    ))
+    );
+    record(
+        &mut resp,
+        Occurrence::new(Action::Delete, repo.as_str()).digest(&digest),
+    );
+    Ok(resp)
 }
 
 /// Streams `remaining` bytes of a file in positioned reads of up to

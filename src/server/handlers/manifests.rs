@@ -6,7 +6,9 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::{content_length, header_str, respond};
+use crate::notify::{Action, Occurrence};
 use crate::oci::{media, ErrorCode, Reference, RepoName};
+use crate::server::announce::record;
 use crate::server::body::{self, read_limited, Body};
 use crate::server::error::ApiError;
 use crate::server::App;
@@ -67,9 +69,10 @@ pub(super) async fn put(
     let declared = content_length(&parts.headers);
     let limit = app.config.http.max_manifest_bytes;
     let bytes = read_limited(body, declared, limit).await?;
-    let r = repo.clone();
+    let size = bytes.len() as u64;
+    let (r, reff) = (repo.clone(), reference.clone());
     let put = app
-        .blocking(move |s| s.put_manifest(&r, &reference, &bytes, content_type.as_deref()))
+        .blocking(move |s| s.put_manifest(&r, &reff, &bytes, content_type.as_deref()))
         .await?;
     let mut headers = vec![
         (
@@ -81,10 +84,19 @@ pub(super) async fn put(
         ),
         ("docker-content-digest", put.digest.to_string()),
     ];
-    if let Some(subject) = put.subject {
+    if let Some(subject) = &put.subject {
         headers.push(("oci-subject", subject.to_string()));
     }
-    Ok(respond(StatusCode::CREATED, &headers))
+    let mut resp = respond(StatusCode::CREATED, &headers);
+    let mut pushed = Occurrence::new(Action::Push, repo.as_str())
+        .digest(&put.digest)
+        .media_type(put.media_type)
+        .size(size);
+    if let Reference::Tag(t) = &reference {
+        pushed = pushed.tag(t.as_str());
+    }
+    record(&mut resp, pushed);
+    Ok(resp)
 }
 
 pub(super) async fn delete(
@@ -92,9 +104,25 @@ pub(super) async fn delete(
     repo: RepoName,
     reference: Reference,
 ) -> Result<Response<Body>, ApiError> {
-    match reference {
-        Reference::Digest(d) => app.blocking(move |s| s.delete_manifest(&repo, &d)).await?,
-        Reference::Tag(t) => app.blocking(move |s| s.delete_tag(&repo, &t)).await?,
+    let mut deleted = vec![];
+    let (r, reff) = (repo.clone(), reference.clone());
+    match reff {
+        Reference::Digest(d) => {
+            // The tags it takes along, each announced as deleted too.
+            for t in app.store.index().tags_pointing_at(&repo, &d) {
+                deleted.push(Occurrence::new(Action::Delete, repo.as_str()).tag(t.as_str()));
+            }
+            deleted.insert(0, Occurrence::new(Action::Delete, repo.as_str()).digest(&d));
+            app.blocking(move |s| s.delete_manifest(&r, &d)).await?
+        }
+        Reference::Tag(t) => {
+            deleted.push(Occurrence::new(Action::Delete, repo.as_str()).tag(t.as_str()));
+            app.blocking(move |s| s.delete_tag(&r, &t)).await?
+        }
     }
-    Ok(respond(StatusCode::ACCEPTED, &[]))
+    let mut resp = respond(StatusCode::ACCEPTED, &[]);
+    for o in deleted {
+        record(&mut resp, o);
+    }
+    Ok(resp)
 }

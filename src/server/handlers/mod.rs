@@ -17,11 +17,31 @@ use hyper::body::Incoming;
 use super::body::{self, Body};
 use super::error::ApiError;
 use super::route::Route;
-use super::App;
+use super::{announce, App};
 use crate::auth::Identity;
 use crate::oci::ErrorCode;
 
 pub(super) async fn route(
+    app: &App,
+    route: Route,
+    req: Request<Incoming>,
+    who: &Identity,
+    peer: std::net::SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let asked = app
+        .notifier
+        .is_some()
+        .then(|| (announce::Asked::new(&req, peer, who), route.clone()));
+    let m = req.method().clone();
+    let mut result = answer(app, route, req, who).await;
+    if let (Some((asked, route)), Ok(resp)) = (asked, &mut result) {
+        let happened = announce::happened(&route, &m, resp);
+        announce::announce(app, &asked, happened);
+    }
+    result
+}
+
+async fn answer(
     app: &App,
     route: Route,
     req: Request<Incoming>,

@@ -7,7 +7,9 @@ use hyper::body::Incoming;
 
 use super::{content_length, header_str, query, query_param, respond};
 use crate::auth::{Action, Identity};
+use crate::notify::{self, Occurrence};
 use crate::oci::{Digest, ErrorCode, RepoName};
+use crate::server::announce::{self, record};
 use crate::server::body::{drain, Body, RequestBody};
 use crate::server::error::ApiError;
 use crate::server::App;
@@ -161,12 +163,25 @@ pub(super) async fn start(
             None => app.auth.is_open(),
         };
         if (!has_from || from.is_some()) && readable {
-            let (r, d) = (repo.clone(), mount.clone());
+            let (r, d, f) = (repo.clone(), mount.clone(), from.clone());
             if app
-                .blocking(move |s| s.mount_blob(&r, &d, from.as_ref()))
+                .blocking(move |s| s.mount_blob(&r, &d, f.as_ref()))
                 .await?
             {
-                return Ok(blob_created(app, &chunk.headers, &repo, &mount));
+                let mut resp = blob_created(app, &chunk.headers, &repo, &mount);
+                if app.notifier.is_some() {
+                    let d = mount.clone();
+                    let size = app.blocking(move |s| s.blob_size(&d)).await?;
+                    let mut o = Occurrence::new(notify::Action::Mount, repo.as_str())
+                        .digest(&mount)
+                        .media_type(announce::BLOB)
+                        .size(size.unwrap_or(0));
+                    if let Some(f) = &from {
+                        o = o.from_repository(f.as_str());
+                    }
+                    record(&mut resp, o);
+                }
+                return Ok(resp);
             }
         }
     }
@@ -180,15 +195,18 @@ pub(super) async fn start(
             .store
             .complete_upload(&repo, &id, &digest, None, Some(&mut chunk.src))
             .await;
-        if let Err(e) = result {
-            let e = chunk.refuse(e).await;
-            // The client has no Location to resume with: don't keep the partial.
-            if !matches!(e, StorageError::DigestMismatch { .. }) {
-                let _ = app.store.cancel_upload(&repo, &id).await;
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                let e = chunk.refuse(e).await;
+                // The client has no Location to resume with: don't keep the partial.
+                if !matches!(e, StorageError::DigestMismatch { .. }) {
+                    let _ = app.store.cancel_upload(&repo, &id).await;
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-        return Ok(blob_created(app, &chunk.headers, &repo, &digest));
+        };
+        return Ok(pushed(app, &chunk.headers, &repo, &digest, size));
     }
     Ok(respond(
         StatusCode::ACCEPTED,
@@ -240,11 +258,33 @@ pub(super) async fn put(
         .store
         .complete_upload(&repo, &id, &digest, start, Some(&mut chunk.src))
         .await;
-    if let Err(e) = result {
-        let e = chunk.refuse(e).await;
-        return Err(with_location(app, &chunk.headers, &repo, &id, e));
-    }
-    Ok(blob_created(app, &chunk.headers, &repo, &digest))
+    let size = match result {
+        Ok(size) => size,
+        Err(e) => {
+            let e = chunk.refuse(e).await;
+            return Err(with_location(app, &chunk.headers, &repo, &id, e));
+        }
+    };
+    Ok(pushed(app, &chunk.headers, &repo, &digest, size))
+}
+
+/// 201 for a blob just stored, which its response announces as pushed.
+fn pushed(
+    app: &App,
+    headers: &HeaderMap,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Response<Body> {
+    let mut resp = blob_created(app, headers, repo, digest);
+    record(
+        &mut resp,
+        Occurrence::new(notify::Action::Push, repo.as_str())
+            .digest(digest)
+            .media_type(announce::BLOB)
+            .size(size),
+    );
+    resp
 }
 
 pub(super) async fn status(

@@ -7,7 +7,9 @@ use http::StatusCode;
 
 use super::pages::DeletePage;
 use super::{bad_request, catch_up, field, redirect, session, Failure, Page, PageResult};
+use crate::notify::{Action, Occurrence};
 use crate::oci::{Digest, ErrorCode, RepoName, Tag};
+use crate::server::announce::announce;
 
 impl Page<'_> {
     fn delete_target(&self, path: &str) -> Result<(RepoName, Tag), Failure> {
@@ -110,6 +112,10 @@ impl Page<'_> {
             ));
         }
         tracing::info!(repository = %repo, tag = %tag, user = self.who.name(), "tag deleted from the web page");
+        if let Some(asked) = &self.asked {
+            let deleted = Occurrence::new(Action::Delete, repo.as_str()).tag(tag.as_str());
+            announce(self.app, asked, vec![deleted]);
+        }
         Ok(redirect(&self.link(
             &format!("ui/repo/{repo}"),
             &[("deleted", tag.as_str())],

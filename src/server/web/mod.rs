@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use self::pages::{Chrome, MessagePage};
+use super::announce::Asked;
 use super::body::{self, Body};
 use super::error::ApiError;
 use super::handlers::{catch_up, json_response, query, query_param};
@@ -55,7 +56,7 @@ pub(super) async fn route(
     }
     let who = identify(app, req.headers(), peer).await;
     let user = who.name().to_string();
-    let page = Page::new(app, &req, who);
+    let page = Page::new(app, &req, who, peer);
     let mut resp = match page.answer(req, peer, path).await {
         Ok(resp) => resp,
         // What went wrong is a page too.
@@ -95,6 +96,8 @@ struct Page<'a> {
     headers: HeaderMap,
     /// This page's path and query, to come back to after signing in.
     here: String,
+    /// The request, for events of what the page changes.
+    asked: Option<Asked>,
 }
 
 /// Why a page cannot be shown.
@@ -124,7 +127,7 @@ impl From<askama::Error> for Failure {
 type PageResult = Result<Response<Body>, Failure>;
 
 impl<'a> Page<'a> {
-    fn new(app: &'a App, req: &Request<Incoming>, who: Identity) -> Self {
+    fn new(app: &'a App, req: &Request<Incoming>, who: Identity, peer: SocketAddr) -> Self {
         let headers = req.headers().clone();
         let host = match &app.config.http.host {
             Some(h) => h
@@ -141,8 +144,10 @@ impl<'a> Page<'a> {
         let forwarded_https = headers
             .get("x-forwarded-proto")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        let asked = app.notifier.is_some().then(|| Asked::new(req, peer, &who));
         Page {
             app,
+            asked,
             who,
             base: app.config.http.prefix.trim_end_matches('/').to_string(),
             host,

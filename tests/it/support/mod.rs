@@ -5,6 +5,7 @@
 
 pub mod pki;
 pub mod proxy;
+pub mod receiver;
 pub mod webdriver;
 
 use std::collections::HashMap;

@@ -1,0 +1,260 @@
+//! Notifications as Distribution sends them: every push, pull, mount and
+//! delete becomes an event, POSTed to each configured endpoint in order,
+//! retried until the endpoint takes it.
+//!
+//! Unlike Distribution's, a queue is bounded (an endpoint that stays down
+//! cannot fill the memory: past `MAX_PENDING` the oldest events go, and are
+//! counted), and a POST carries every event queued at that moment, up to
+//! `MAX_BATCH`, in the envelope's list (Distribution sends one at a time).
+
+pub mod event;
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context as _};
+use bytes::Bytes;
+use http::Method;
+
+pub use self::event::{Action, Actor, Event, Happened, Occurrence, RequestInfo, Source};
+use crate::client::{drain, Conn, Frames, Target};
+use crate::config::{EndpointConfig, NotificationsConfig};
+
+/// Events waiting for one endpoint, at most.
+pub const MAX_PENDING: usize = 100_000;
+/// Events in one POST, at most.
+pub const MAX_BATCH: usize = 32;
+
+/// The configured endpoints, each with its queue and sender task.
+pub struct Notifier {
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+impl Notifier {
+    /// Start a sender task per enabled endpoint (on the current tokio
+    /// runtime); `None` when no endpoint is enabled.
+    pub fn start(config: &NotificationsConfig) -> anyhow::Result<Option<Notifier>> {
+        let mut endpoints = Vec::new();
+        for c in &config.endpoints {
+            if c.disabled {
+                tracing::info!(endpoint = %c.name, "notification endpoint disabled");
+                continue;
+            }
+            let e = Arc::new(Endpoint::new(c.clone())?);
+            tokio::spawn(e.clone().run());
+            endpoints.push(e);
+        }
+        Ok((!endpoints.is_empty()).then_some(Notifier { endpoints }))
+    }
+
+    /// Queue `events` for every endpoint that does not ignore them.
+    pub fn send(&self, events: Vec<Event>) {
+        for e in events {
+            let e = Arc::new(e);
+            for ep in &self.endpoints {
+                if ep.wants(&e) {
+                    ep.push(e.clone());
+                }
+            }
+        }
+    }
+
+    /// Prometheus text: events sent, failed POSTs, events dropped, and
+    /// events pending, per endpoint.
+    pub fn render_metrics(&self, out: &mut String) {
+        let series: [Series; 4] = [
+            (
+                "registry_notifications_events_sent_total",
+                "counter",
+                "Events an endpoint took.",
+                |e| e.sent.load(Ordering::Relaxed),
+            ),
+            (
+                "registry_notifications_failures_total",
+                "counter",
+                "POSTs of events that failed (and were retried).",
+                |e| e.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "registry_notifications_events_dropped_total",
+                "counter",
+                "Events dropped from a full queue.",
+                |e| e.dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "registry_notifications_pending",
+                "gauge",
+                "Events waiting for an endpoint.",
+                |e| e.queue.lock().unwrap().len() as u64,
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for e in &self.endpoints {
+                let _ = writeln!(
+                    out,
+                    "{name}{{endpoint=\"{}\"}} {}",
+                    label(&e.config.name),
+                    value(e)
+                );
+            }
+        }
+    }
+}
+
+/// A metric: name, type, help, and its value for one endpoint.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Endpoint) -> u64,
+);
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', " ")
+}
+
+struct Endpoint {
+    config: EndpointConfig,
+    target: Arc<Target>,
+    /// The URL's path and query.
+    path: String,
+    queue: Mutex<VecDeque<Arc<Event>>>,
+    wake: tokio::sync::Notify,
+    sent: AtomicU64,
+    failures: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Endpoint {
+    fn new(config: EndpointConfig) -> anyhow::Result<Endpoint> {
+        let scheme_end = config.url.find("://").map_or(0, |i| i + 3);
+        let (base, path) = match config.url[scheme_end..].find('/') {
+            Some(i) => config.url.split_at(scheme_end + i),
+            None => (config.url.as_str(), "/"),
+        };
+        let target = Target::new(base, None, None)
+            .with_context(|| format!("notification endpoint {}", config.name))?;
+        Ok(Endpoint {
+            path: path.to_string(),
+            target: Arc::new(target),
+            config,
+            queue: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+            sent: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn wants(&self, e: &Event) -> bool {
+        let c = &self.config;
+        !c.ignored_actions.iter().any(|a| a == e.action.as_str())
+            && !e
+                .target
+                .media_type
+                .as_ref()
+                .is_some_and(|m| c.ignored_media_types.contains(m))
+    }
+
+    fn push(&self, e: Arc<Event>) {
+        let mut q = self.queue.lock().unwrap();
+        if q.len() >= MAX_PENDING {
+            q.pop_front();
+            if self
+                .dropped
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(10_000)
+            {
+                tracing::warn!(endpoint = %self.config.name, "notification queue full: dropping the oldest events");
+            }
+        }
+        q.push_back(e);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Send what is queued, in order, for ever: a failed POST is sent again
+    /// at once up to `threshold` failures in a row, then every `backoff`.
+    async fn run(self: Arc<Self>) {
+        let mut conn = Conn::new(self.target.clone());
+        let mut failing = 0u32;
+        loop {
+            let batch: Vec<Arc<Event>> = {
+                let q = self.queue.lock().unwrap();
+                q.iter().take(MAX_BATCH).cloned().collect()
+            };
+            if batch.is_empty() {
+                self.wake.notified().await;
+                continue;
+            }
+            match self.post(&mut conn, &batch).await {
+                Ok(()) => {
+                    if failing > 0 {
+                        tracing::info!(endpoint = %self.config.name, "notification endpoint takes events again");
+                    }
+                    failing = 0;
+                    self.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    // What was sent leaves the front (unless a full queue
+                    // dropped it meanwhile).
+                    let mut q = self.queue.lock().unwrap();
+                    while q
+                        .front()
+                        .is_some_and(|f| batch.iter().any(|b| Arc::ptr_eq(b, f)))
+                    {
+                        q.pop_front();
+                    }
+                }
+                Err(e) => {
+                    conn.reset();
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    failing = failing.saturating_add(1);
+                    if failing == 1 || failing == self.config.threshold {
+                        tracing::warn!(endpoint = %self.config.name, error = %format!("{e:#}"), failures = failing, "notification not delivered; retrying");
+                    }
+                    if failing >= self.config.threshold {
+                        tokio::time::sleep(self.config.backoff).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn post(&self, conn: &mut Conn, batch: &[Arc<Event>]) -> anyhow::Result<()> {
+        let events: Vec<&Event> = batch.iter().map(|e| e.as_ref()).collect();
+        let body = Bytes::from(event::envelope(&events));
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", event::MEDIA_TYPE)];
+        headers.extend(
+            self.config
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let send = async {
+            let resp = conn
+                .send(Method::POST, &self.path, &headers, Frames::new([body]))
+                .await?;
+            let status = resp.status();
+            drain(resp).await?;
+            // Distribution takes any 2xx or 3xx as delivered.
+            if status.is_success() || status.is_redirection() {
+                Ok(())
+            } else {
+                Err(anyhow!("{} answered {status}", self.config.url))
+            }
+        };
+        tokio::time::timeout(self.config.timeout, send)
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "{} did not answer within {:?}",
+                    self.config.url,
+                    self.config.timeout
+                )
+            })?
+    }
+}
