@@ -33,6 +33,8 @@ pub struct Config {
     pub ui: UiConfig,
     /// Where events of pushes, pulls, mounts and deletes are sent.
     pub notifications: NotificationsConfig,
+    /// A pull-through cache of another registry (`proxy`).
+    pub proxy: Option<ProxyConfig>,
     /// Things worth telling the operator at start (unimplemented keys, odd forms).
     pub warnings: Vec<String>,
 }
@@ -173,6 +175,18 @@ pub struct TlsConfig {
     /// CA files for client certificates: when set, clients must present one.
     pub clientcas: Vec<PathBuf>,
     pub minimum: TlsVersion,
+}
+
+/// `proxy`: serve another registry's content, fetching what is missing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    /// `http(s)://host[:port]` of the upstream registry.
+    pub remoteurl: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long a tag's answer from the upstream is trusted before the
+    /// upstream is asked again (0, the default: every time).
+    pub ttl: Duration,
 }
 
 /// `notifications`: Distribution's endpoints, with its keys and defaults.
@@ -676,7 +690,17 @@ const SCHEMA: &[(&str, Node)] = &[
     ),
     ("redis", Node::Unimplemented),
     ("health", Node::Unimplemented),
-    ("proxy", Node::Unimplemented),
+    (
+        "proxy",
+        Node::Section(&[
+            ("remoteurl", Node::Leaf),
+            ("username", Node::Leaf),
+            ("password", Node::Leaf),
+            ("ttl", Node::Leaf),
+            ("exec", Node::Refused("proxy.exec is not implemented; give username and password")),
+            ("cachewritetimeout", Node::Unimplemented),
+        ]),
+    ),
     ("compatibility", Node::Unimplemented),
     ("validation", Node::Unimplemented),
     ("policy", Node::Unimplemented),
@@ -814,6 +838,44 @@ fn required(tree: &Value, path: &str) -> Result<String, String> {
     get_string(tree, path)?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| format!("{path} is required"))
+}
+
+fn read_proxy(tree: &Value, warnings: &mut Vec<String>) -> Result<Option<ProxyConfig>, String> {
+    if lookup(tree, "proxy").is_none_or(|v| v.is_null()) {
+        return Ok(None);
+    }
+    let remoteurl = required(tree, "proxy.remoteurl")?
+        .trim_end_matches('/')
+        .to_string();
+    let rest = remoteurl
+        .strip_prefix("https://")
+        .or_else(|| remoteurl.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("proxy.remoteurl {remoteurl:?} must start with https:// or http://")
+        })?;
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!(
+            "proxy.remoteurl {remoteurl:?}: give the upstream's scheme, host and port, without a path"
+        ));
+    }
+    let username = get_string(tree, "proxy.username")?.filter(|s| !s.is_empty());
+    let password = get_string(tree, "proxy.password")?.filter(|s| !s.is_empty());
+    if username.is_some() != password.is_some() {
+        return Err("proxy.username and proxy.password go together".into());
+    }
+    let ttl = get_duration(tree, "proxy.ttl", Duration::ZERO)?;
+    if ttl > Duration::from_secs(3600) {
+        warnings.push(format!(
+            "proxy.ttl {}: a tag is served from the cache for that long before the upstream is asked again (Distribution asks every time; ttl: 0 does too)",
+            get_string(tree, "proxy.ttl")?.unwrap_or_default()
+        ));
+    }
+    Ok(Some(ProxyConfig {
+        remoteurl,
+        username,
+        password,
+        ttl,
+    }))
 }
 
 /// A helper's error, named under `notifications.`.
@@ -1485,6 +1547,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
             enabled: get_bool(tree, "ui.enabled", true)?,
         },
         notifications: read_notifications(tree)?,
+        proxy: read_proxy(tree, &mut warnings)?,
         warnings,
     })
 }

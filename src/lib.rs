@@ -13,5 +13,6 @@ pub mod gc;
 pub mod logging;
 pub mod notify;
 pub mod oci;
+pub mod proxy;
 pub mod server;
 pub mod storage;

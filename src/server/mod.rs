@@ -57,6 +57,8 @@ pub struct App {
     notifier: Option<crate::notify::Notifier>,
     /// This registry, as its events name it.
     source: crate::notify::Source,
+    /// The pull-through cache of an upstream registry (`proxy`), if set.
+    proxy: Option<Arc<crate::proxy::Cache>>,
 }
 
 impl App {
@@ -110,6 +112,12 @@ impl App {
             summaries: Arc::default(),
             notifier: crate::notify::Notifier::start(&config.notifications)
                 .map_err(|e| StartError::Notifications(format!("{e:#}")))?,
+            proxy: match &config.proxy {
+                Some(p) => Some(Arc::new(
+                    crate::proxy::Cache::new(p).map_err(|e| StartError::Proxy(format!("{e:#}")))?,
+                )),
+                None => None,
+            },
             source: crate::notify::Source {
                 addr: source_addr(&config.http.addr),
                 instance_id: crate::notify::event::new_id(),
@@ -170,6 +178,8 @@ pub enum StartError {
     Tls(String),
     #[error("notifications: {0}")]
     Notifications(String),
+    #[error("proxy: {0}")]
+    Proxy(String),
 }
 
 /// `hostname:port` of this registry, for its events' `source`.
@@ -474,6 +484,9 @@ fn operator_endpoint(app: &App, path: &str, port: Port) -> Option<Response<Body>
             let mut text = app.metrics.render();
             if let Some(n) = &app.notifier {
                 n.render_metrics(&mut text);
+            }
+            if let Some(p) = &app.proxy {
+                p.render_metrics(&mut text);
             }
             (StatusCode::OK, "text/plain; version=0.0.4", text)
         }

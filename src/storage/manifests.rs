@@ -36,6 +36,30 @@ impl Store {
         bytes: &[u8],
         content_type: Option<&str>,
     ) -> Result<ManifestPut, StorageError> {
+        self.store_manifest(repo, reference, bytes, content_type, true)
+    }
+
+    /// Store a manifest fetched from a pull-through cache's upstream: what
+    /// it references is fetched when a client asks for it, so nothing is
+    /// checked but the manifest itself (and its digest).
+    pub fn put_cached_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<ManifestPut, StorageError> {
+        self.store_manifest(repo, reference, bytes, content_type, false)
+    }
+
+    fn store_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        bytes: &[u8],
+        content_type: Option<&str>,
+        check_references: bool,
+    ) -> Result<ManifestPut, StorageError> {
         self.check_writable()?;
         let algorithm = match reference {
             Reference::Digest(d) => d.algorithm(),
@@ -56,16 +80,18 @@ impl Store {
         // `in_use`): what exists is kept by a collection running now. The
         // links are looked at after the claim: a collection that deleted a
         // blob before it took the blob's links too.
-        let uses: Vec<Digest> = manifest
-            .required_blobs()
-            .map(|b| b.digest.clone())
-            .chain(manifest.manifests.iter().map(|c| c.digest.clone()))
-            .collect();
-        let exists = self.claim_blobs(&uses)?;
-        if let Some((d, _)) = uses.iter().zip(&exists).find(|(_, e)| !**e) {
-            return Err(StorageError::ManifestBlobUnknown(d.clone()));
+        if check_references {
+            let uses: Vec<Digest> = manifest
+                .required_blobs()
+                .map(|b| b.digest.clone())
+                .chain(manifest.manifests.iter().map(|c| c.digest.clone()))
+                .collect();
+            let exists = self.claim_blobs(&uses)?;
+            if let Some((d, _)) = uses.iter().zip(&exists).find(|(_, e)| !**e) {
+                return Err(StorageError::ManifestBlobUnknown(d.clone()));
+            }
+            self.check_linked(repo, &manifest)?;
         }
-        self.check_linked(repo, &manifest)?;
         let stored = self.claim_if_present(&digest)?;
 
         // Content first, then the revision link, then the tag.

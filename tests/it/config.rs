@@ -95,9 +95,7 @@ fn unimplemented_keys_are_logged_by_name() {
     );
     assert_ne!(code, 0);
     assert!(
-        err.contains(
-            "'redis' is a Distribution setting this registry does not implement yet"
-        ),
+        err.contains("'redis' is a Distribution setting this registry does not implement yet"),
         "{err}"
     );
     assert!(err.contains("cannot listen on 192.0.2.1:5000"), "{err}");

@@ -13,6 +13,7 @@ mod manifests;
 mod nodes;
 mod notifications;
 mod on_s3;
+mod pull_through;
 mod replicate;
 mod support;
 mod tls;

@@ -13,9 +13,14 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{header_str, respond};
+use std::sync::atomic::Ordering;
+
+use futures_util::TryStreamExt;
+
+use super::{header_str, pull_through, respond};
 use crate::notify::{Action, Occurrence};
 use crate::oci::{Digest, ErrorCode, RepoName};
+use crate::proxy::Cache;
 use crate::server::announce::record;
 use crate::server::body::Body;
 use crate::server::error::ApiError;
@@ -82,22 +87,100 @@ fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, ()> 
     Ok(Some(range))
 }
 
+/// The headers of a blob's answer.
+fn blob_headers(digest: &Digest, size: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("docker-content-digest", digest.to_string()),
+        ("etag", format!("\"{digest}\"")),
+        ("accept-ranges", "bytes".to_string()),
+        ("cache-control", "max-age=31536000".to_string()),
+        ("content-type", "application/octet-stream".to_string()),
+        ("content-length", size.to_string()),
+    ]
+}
+
+/// In a pull-through cache, a blob this repository lacks: linked from
+/// another repository of the store if it is there, else fetched from the
+/// upstream while it is streamed (HEAD only asks its size). `None`: the
+/// store now has it, serve it as usual.
+async fn pull_through(
+    app: &App,
+    cache: &Arc<Cache>,
+    req: &Request<Incoming>,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Option<Response<Body>>, ApiError> {
+    let (r, d) = (repo.clone(), digest.clone());
+    let (linked, stored) = app
+        .blocking(move |s| Ok((s.blob_linked(&r, &d)?, s.blob_size(&d)?.is_some())))
+        .await?;
+    if linked || stored {
+        if !linked {
+            let (r, d) = (repo.clone(), digest.clone());
+            app.blocking(move |s| s.mount_blob(&r, &d, None)).await?;
+        }
+        cache.stats.hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(None);
+    }
+    let failed = |e| pull_through::error(e, ErrorCode::BlobUnknown);
+    if req.method() == Method::HEAD {
+        let size = cache.blob_size(repo, digest).await.map_err(failed)?;
+        return Ok(Some(respond(StatusCode::OK, &blob_headers(digest, size))));
+    }
+    let Some(fetch) = cache
+        .fetch(&app.store, repo, digest)
+        .await
+        .map_err(failed)?
+    else {
+        // Stored by a fetch that just ended, perhaps for another repository.
+        let (r, d) = (repo.clone(), digest.clone());
+        app.blocking(move |s| s.mount_blob(&r, &d, None)).await?;
+        return Ok(None);
+    };
+    let size = fetch.size;
+    let range =
+        parse_range(header_str(req.headers(), http::header::RANGE), size).map_err(|()| {
+            ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("range not satisfiable: the blob has {size} bytes"),
+            )
+            .with_header(http::header::CONTENT_RANGE, format!("bytes */{size}"))
+        })?;
+    let (status, start, len, mut headers) = match range {
+        None => (StatusCode::OK, 0, size, blob_headers(digest, size)),
+        Some(r) => {
+            let len = r.end - r.start + 1;
+            let mut h = blob_headers(digest, len);
+            h.push((
+                "content-range",
+                format!("bytes {}-{}/{size}", r.start, r.end),
+            ));
+            (StatusCode::PARTIAL_CONTENT, r.start, len, h)
+        }
+    };
+    headers.retain(|(n, _)| *n != "content-length");
+    let mut resp = respond(status, &headers);
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    let stream = fetch
+        .read(start, start + len)
+        .map_ok(http_body::Frame::data);
+    *resp.body_mut() = http_body_util::StreamBody::new(stream).boxed();
+    Ok(Some(resp))
+}
+
 pub(super) async fn get(
     app: &App,
     req: &Request<Incoming>,
     repo: RepoName,
     digest: Digest,
 ) -> Result<Response<Body>, ApiError> {
-    let common = |size: u64| {
-        vec![
-            ("docker-content-digest", digest.to_string()),
-            ("etag", format!("\"{digest}\"")),
-            ("accept-ranges", "bytes".to_string()),
-            ("cache-control", "max-age=31536000".to_string()),
-            ("content-type", "application/octet-stream".to_string()),
-            ("content-length", size.to_string()),
-        ]
-    };
+    if let Some(cache) = &app.proxy {
+        if let Some(resp) = pull_through(app, cache, req, &repo, &digest).await? {
+            return Ok(resp);
+        }
+    }
+    let common = |size: u64| blob_headers(&digest, size);
     if req.method() == Method::HEAD {
         let d = digest.clone();
         let size = app.blocking(move |s| s.stat_blob(&repo, &d)).await?;

@@ -19,6 +19,7 @@ pub(super) async fn get(
     repo: RepoName,
     reference: Reference,
 ) -> Result<Response<Body>, ApiError> {
+    super::pull_through::manifest(app, &repo, &reference).await?;
     let head = req.method() == Method::HEAD;
     let r = reference.clone();
     let (digest, size, media_type, bytes) = if head {

@@ -4,6 +4,7 @@
 mod blobs;
 mod listings;
 mod manifests;
+mod pull_through;
 mod referrers;
 mod uploads;
 
@@ -48,6 +49,7 @@ async fn answer(
     who: &Identity,
 ) -> Result<Response<Body>, ApiError> {
     let m = req.method().clone();
+    pull_through::refuse_writes(app, &route, &m)?;
     let _uploading = matches!(route, Route::UploadStart(_) | Route::Upload(..))
         .then(|| crate::server::metrics::UploadGauge::new(&app.metrics));
     match (route, &m) {

@@ -252,7 +252,10 @@ impl<'a> Page<'a> {
     /// Deletes are enabled, the registry is writable, and the caller may.
     fn may_delete(&self, repo: &RepoName) -> bool {
         let storage = &self.app.config.storage;
-        storage.delete_enabled && !storage.readonly && self.may(repo, Action::Delete)
+        storage.delete_enabled
+            && !storage.readonly
+            && self.app.proxy.is_none()
+            && self.may(repo, Action::Delete)
     }
 
     // -- Answers.

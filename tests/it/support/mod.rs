@@ -123,6 +123,21 @@ impl Server {
         }
     }
 
+    /// Whether the server logged a line containing `needle` (reading what
+    /// it logged so far, waiting at most a second for more).
+    pub fn log_contains(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(line) = self
+            .log
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -1,0 +1,317 @@
+//! One blob fetched from the upstream for every client that asks while it
+//! arrives: into the store through an ordinary upload (checked against its
+//! digest before it is kept), and into a spool file that each client reads
+//! as it grows. The last byte waits for the check.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use super::{Cache, ProxyError};
+use crate::client::{self, Conn, Frames};
+use crate::oci::{Digest, RepoName};
+use crate::storage::{ByteSource, StorageError, Store};
+
+/// How long the upstream may send nothing before the fetch is given up.
+const STALL: Duration = Duration::from_secs(60);
+/// The most a client read takes from the spool at once.
+const READ: u64 = 1 << 20;
+
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    /// Bytes in the spool file.
+    written: u64,
+    /// Set when the fetch ended: stored and checked, or why not.
+    outcome: Option<Result<(), String>>,
+}
+
+/// A fetch in flight (or just ended), shared by the clients that read it.
+pub struct Fetch {
+    pub size: u64,
+    spool: PathBuf,
+    progress: watch::Receiver<Progress>,
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.spool);
+    }
+}
+
+impl Cache {
+    /// The size of a blob the upstream has, asked without fetching it.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ProxyError> {
+        if let Some(f) = self.fetches.lock().unwrap().get(digest) {
+            return Ok(f.size);
+        }
+        let resp = self
+            .follow(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
+            .await?;
+        match resp.status() {
+            StatusCode::OK => client::header(&resp, "content-length")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| self.unavailable("it gave no Content-Length for a blob", None)),
+            StatusCode::NOT_FOUND => Err(ProxyError::NotFound(format!("blob {repo}@{digest}"))),
+            s => Err(self.unavailable(format!("it answered {s} for blob {digest}"), None)),
+        }
+    }
+
+    /// A request for a blob, following a redirect (Docker Hub sends blobs
+    /// from a CDN, without the registry's credentials).
+    async fn follow(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        let (conn, resp) = self.ask(method.clone(), path, None).await?;
+        if !resp.status().is_redirection() {
+            if method == Method::HEAD {
+                self.give_back(conn);
+            }
+            return Ok(resp);
+        }
+        let location = client::header(&resp, "location")
+            .ok_or_else(|| self.unavailable("a redirect without a Location", None))?
+            .to_string();
+        let (target, path) = self
+            .upstream
+            .redirect(&location)
+            .map_err(|e| self.unavailable(format!("{e:#}"), None))?;
+        Conn::new(target)
+            .send(method, &path, &[], Frames::empty())
+            .await
+            .map_err(|e| self.unavailable(format!("{e:#}"), None))
+    }
+
+    /// The blob's GET from the upstream, with its size.
+    async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(u64, http::Response<Incoming>), ProxyError> {
+        let resp = self
+            .follow(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(ProxyError::NotFound(format!("blob {repo}@{digest}")))
+            }
+            s => return Err(self.unavailable(format!("it answered {s} for blob {digest}"), None)),
+        }
+        let size = client::header(&resp, "content-length")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| self.unavailable("it gave no Content-Length for a blob", None))?;
+        Ok((size, resp))
+    }
+
+    /// The fetch of `digest` for `repo`: the one in flight, or a new one;
+    /// `None` if the store has the blob by now (a fetch just ended).
+    pub async fn fetch(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Arc<Fetch>>, ProxyError> {
+        // One request at a time decides, per digest: the others then join
+        // its fetch, or find the blob stored.
+        let lock = self.lock(format!("blob {digest}"));
+        let _one = lock.lock().await;
+        if let Some(f) = self.fetches.lock().unwrap().get(digest) {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(f.clone()));
+        }
+        let (s, d) = (store.clone(), digest.clone());
+        let stored = tokio::task::spawn_blocking(move || s.blob_size(&d))
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("storage task failed: {e}")))??;
+        if stored.is_some() {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let (size, resp) = self.get_blob(repo, digest).await?;
+        let spool = self
+            .spool
+            .join(format!("{}-{}", digest.hex(), rand::random::<u64>()));
+        let file = tokio::fs::File::create(&spool)
+            .await
+            .map_err(|e| StorageError::io(&spool, e))?;
+        let (tx, rx) = watch::channel(Progress::default());
+        let fetch = Arc::new(Fetch {
+            size,
+            spool,
+            progress: rx,
+        });
+        self.fetches
+            .lock()
+            .unwrap()
+            .insert(digest.clone(), fetch.clone());
+        let (cache, store, repo, digest) =
+            (self.clone(), store.clone(), repo.clone(), digest.clone());
+        let keep = fetch.clone();
+        tokio::spawn(async move {
+            let mut tee = Tee {
+                body: resp.into_body(),
+                file,
+                written: 0,
+                tx: &tx,
+                cache: &cache,
+            };
+            let outcome = store_blob(&store, &repo, &digest, &mut tee).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(repository = %repo, %digest, upstream = %cache.url, error = %e, "blob not cached");
+            }
+            tx.send_modify(|p| p.outcome = Some(outcome));
+            cache.fetches.lock().unwrap().remove(&digest);
+            drop(keep);
+        });
+        Ok(Some(fetch))
+    }
+}
+
+/// The upload of what `tee` brings; the store checks the digest.
+async fn store_blob(
+    store: &Arc<Store>,
+    repo: &RepoName,
+    digest: &Digest,
+    tee: &mut Tee<'_>,
+) -> Result<(), String> {
+    let (s, r) = (store.clone(), repo.clone());
+    let id = tokio::task::spawn_blocking(move || s.create_upload(&r))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    match store
+        .complete_upload(repo, &id, digest, None, Some(tee))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = store.cancel_upload(repo, &id).await;
+            Err(match e {
+                StorageError::DigestMismatch { actual, .. } => {
+                    format!("the upstream sent content whose digest is {actual}")
+                }
+                e => e.to_string(),
+            })
+        }
+    }
+}
+
+/// The upstream's body, on its way into the store and the spool file.
+struct Tee<'a> {
+    body: Incoming,
+    file: tokio::fs::File,
+    written: u64,
+    tx: &'a watch::Sender<Progress>,
+    cache: &'a Cache,
+}
+
+impl ByteSource for Tee<'_> {
+    async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            let frame = match tokio::time::timeout(STALL, self.body.frame()).await {
+                Err(_) => {
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the upstream stopped sending",
+                    )))
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => return Some(Err(io::Error::other(e))),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            // Written through to the file before readers are told.
+            if let Err(e) = async {
+                self.file.write_all(&data).await?;
+                self.file.flush().await
+            }
+            .await
+            {
+                return Some(Err(e));
+            }
+            self.written += data.len() as u64;
+            self.cache
+                .stats
+                .upstream_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let written = self.written;
+            self.tx.send_modify(|p| p.written = written);
+            return Some(Ok(data));
+        }
+    }
+}
+
+impl Fetch {
+    /// Bytes `start..end` of the blob, as they arrive; the last byte of the
+    /// blob only once the store has checked the digest.
+    pub fn read(
+        self: Arc<Self>,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send {
+        let rx = self.progress.clone();
+        futures_util::stream::unfold(
+            (self, rx, start, None::<Arc<std::fs::File>>, false),
+            move |(fetch, mut rx, pos, file, failed)| async move {
+                if failed || pos >= end {
+                    return None;
+                }
+                loop {
+                    let p = rx.borrow_and_update().clone();
+                    let available = match &p.outcome {
+                        Some(Err(why)) => {
+                            let e = io::Error::other(format!(
+                                "the upstream's blob was not stored: {why}"
+                            ));
+                            return Some((Err(e), (fetch, rx, pos, file, true)));
+                        }
+                        Some(Ok(())) => fetch.size,
+                        None => p.written.min(fetch.size.saturating_sub(1)),
+                    };
+                    let until = available.min(end);
+                    if until > pos {
+                        let file = match file {
+                            Some(f) => f,
+                            None => match std::fs::File::open(&fetch.spool) {
+                                Ok(f) => Arc::new(f),
+                                Err(e) => return Some((Err(e), (fetch, rx, pos, None, true))),
+                            },
+                        };
+                        let n = (until - pos).min(READ);
+                        let f = file.clone();
+                        let read = tokio::task::spawn_blocking(move || {
+                            use std::os::unix::fs::FileExt;
+                            let mut buf = vec![0u8; n as usize];
+                            f.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(io::Error::other(e)));
+                        return Some(match read {
+                            Ok(b) => (Ok(b), (fetch, rx, pos + n, Some(file), false)),
+                            Err(e) => (Err(e), (fetch, rx, pos, Some(file), true)),
+                        });
+                    }
+                    if rx.changed().await.is_err() {
+                        let e = io::Error::other("the fetch from the upstream ended");
+                        return Some((Err(e), (fetch, rx, pos, file, true)));
+                    }
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,425 @@
+//! A pull-through cache (`proxy`): what clients ask for and the store lacks
+//! is fetched from the upstream registry, stored, and served.
+//!
+//! - A manifest by tag asks the upstream which digest the tag names (a HEAD),
+//!   unless the tag was confirmed within `ttl`; by digest, it is fetched
+//!   once and never asked about again. Every manifest is checked against
+//!   its digest before it is stored.
+//! - A missing blob is fetched once, however many clients ask at the same
+//!   time (`fetch`): the bytes go into the store through an ordinary upload,
+//!   which checks the digest before anything is kept, and into a spool file
+//!   from which every waiting client reads as it grows. The last byte is
+//!   held back until the digest is checked, so a corrupt upstream answer
+//!   ends every client's download short instead of completing it.
+//! - When the upstream is down, slow or refuses, what is cached is served
+//!   (tags included, with a log line); what is not is 503 with the reason.
+
+mod fetch;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{Method, StatusCode};
+
+pub use self::fetch::Fetch;
+use crate::client::{self, Conn, Frames, Target};
+use crate::config::ProxyConfig;
+use crate::oci::media::ManifestKind;
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::storage::{StorageError, Store};
+
+/// Why the cache cannot answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the upstream has no {0}")]
+    NotFound(String),
+    #[error("the upstream {upstream} is unavailable: {why}")]
+    Unavailable {
+        upstream: String,
+        why: String,
+        /// The upstream's `Retry-After`, passed on.
+        retry_after: Option<String>,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub upstream_bytes: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub stale_served: AtomicU64,
+}
+
+pub struct Cache {
+    upstream: Arc<Target>,
+    url: String,
+    ttl: Duration,
+    pool: Mutex<Vec<Conn>>,
+    /// When each tag was last confirmed with the upstream.
+    confirmed: DashMap<(RepoName, Tag), Instant>,
+    /// One manifest fetch at a time per repository and reference.
+    manifest_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Blob fetches in flight, by digest.
+    fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    spool: PathBuf,
+    pub stats: Stats,
+}
+
+/// Every manifest type clients push, in one `Accept`.
+fn accept_all() -> String {
+    [
+        ManifestKind::OciIndex,
+        ManifestKind::OciManifest,
+        ManifestKind::DockerManifestList,
+        ManifestKind::DockerManifest,
+    ]
+    .map(ManifestKind::media_type)
+    .join(", ")
+}
+
+impl Cache {
+    pub fn new(config: &ProxyConfig) -> anyhow::Result<Cache> {
+        let credentials = config.username.clone().zip(config.password.clone());
+        let upstream = Target::new(&config.remoteurl, credentials, None)?;
+        let spool = std::env::temp_dir().join(format!("registry-proxy-{}", std::process::id()));
+        std::fs::create_dir_all(&spool)?;
+        Ok(Cache {
+            upstream: Arc::new(upstream),
+            url: config.remoteurl.clone(),
+            ttl: config.ttl,
+            pool: Mutex::new(Vec::new()),
+            confirmed: DashMap::new(),
+            manifest_locks: DashMap::new(),
+            fetches: Mutex::new(HashMap::new()),
+            spool,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The upstream's URL, for messages.
+    pub fn upstream(&self) -> &str {
+        &self.url
+    }
+
+    fn conn(&self) -> Conn {
+        self.pool
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or_else(|| Conn::new(self.upstream.clone()))
+    }
+
+    fn give_back(&self, conn: Conn) {
+        let mut pool = self.pool.lock().unwrap();
+        if pool.len() < 16 {
+            pool.push(conn);
+        }
+    }
+
+    fn unavailable(&self, why: impl std::fmt::Display, retry_after: Option<String>) -> ProxyError {
+        self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        ProxyError::Unavailable {
+            upstream: self.url.clone(),
+            why: why.to_string(),
+            retry_after,
+        }
+    }
+
+    /// One request to the upstream; a status it cannot be asked again
+    /// about (5xx, 429, 401, 403) is an error with the reason. The
+    /// connection comes back with the answer: it goes back to the pool
+    /// (`give_back`) once the answer's body is read, never before, so that
+    /// no request waits behind another's blob.
+    async fn ask(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<(Conn, http::Response<hyper::body::Incoming>), ProxyError> {
+        let mut conn = self.conn();
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        let resp = match conn.send(method, path, &headers, Frames::empty()).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.unavailable(format!("{e:#}"), None)),
+        };
+        let status = resp.status();
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+        {
+            let retry_after = client::header(&resp, "retry-after").map(str::to_string);
+            let text = client::read_text(resp).await.unwrap_or_default();
+            let why = match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    format!("it refused the configured credentials ({status})")
+                }
+                _ => format!("it answered {status}"),
+            };
+            let detail: String = text.chars().take(200).collect();
+            return Err(self.unavailable(format!("{why}: {detail}"), retry_after));
+        }
+        Ok((conn, resp))
+    }
+
+    /// Make sure the store holds what `reference` names in `repo`, fresh
+    /// from the upstream as far as the upstream can be asked.
+    pub async fn ensure_manifest(
+        &self,
+        store: &Arc<Store>,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), ProxyError> {
+        match reference {
+            Reference::Digest(d) => self.ensure_manifest_digest(store, repo, d).await,
+            Reference::Tag(t) => self.ensure_tag(store, repo, t).await,
+        }
+    }
+
+    fn lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        if self.manifest_locks.len() > 10_000 {
+            self.manifest_locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        self.manifest_locks.entry(key).or_default().clone()
+    }
+
+    async fn local(
+        store: &Arc<Store>,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Digest>, ProxyError> {
+        let (s, r, reff) = (store.clone(), repo.clone(), reference.clone());
+        match tokio::task::spawn_blocking(move || s.resolve(&r, &reff)).await {
+            Ok(Ok(d)) => Ok(Some(d)),
+            Ok(Err(StorageError::ManifestUnknown(_) | StorageError::NameUnknown)) => Ok(None),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(StorageError::Unavailable(format!("storage task failed: {e}")).into()),
+        }
+    }
+
+    async fn ensure_manifest_digest(
+        &self,
+        store: &Arc<Store>,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<(), ProxyError> {
+        let reference = Reference::Digest(d.clone());
+        if Self::local(store, repo, &reference).await?.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let lock = self.lock(format!("{repo}@{d}"));
+        let _one = lock.lock().await;
+        if Self::local(store, repo, &reference).await?.is_some() {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let (bytes, content_type) = self.fetch_manifest(repo, d).await?;
+        self.store_manifest(store, repo, reference, bytes, content_type)
+            .await
+    }
+
+    /// GET a manifest by digest from the upstream, checked against it.
+    async fn fetch_manifest(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<(Bytes, Option<String>), ProxyError> {
+        let (conn, resp) = self
+            .ask(
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{d}"),
+                Some(&accept_all()),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(ProxyError::NotFound(format!("manifest {repo}@{d}")))
+            }
+            s => {
+                return Err(
+                    self.unavailable(format!("it answered {s} for manifest {repo}@{d}"), None)
+                )
+            }
+        }
+        let content_type = client::header(&resp, "content-type").map(str::to_string);
+        let bytes = client::collect(resp)
+            .await
+            .map_err(|e| self.unavailable(format!("{e:#}"), None))?;
+        self.give_back(conn);
+        self.stats
+            .upstream_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if Digest::of(d.algorithm(), &bytes) != *d {
+            return Err(self.unavailable(
+                format!("it sent a manifest for {repo}@{d} that does not match that digest"),
+                None,
+            ));
+        }
+        Ok((bytes, content_type))
+    }
+
+    async fn store_manifest(
+        &self,
+        store: &Arc<Store>,
+        repo: &RepoName,
+        reference: Reference,
+        bytes: Bytes,
+        content_type: Option<String>,
+    ) -> Result<(), ProxyError> {
+        let (s, r) = (store.clone(), repo.clone());
+        tokio::task::spawn_blocking(move || {
+            s.put_cached_manifest(&r, &reference, &bytes, content_type.as_deref())
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("storage task failed: {e}")))??;
+        Ok(())
+    }
+
+    async fn ensure_tag(
+        &self,
+        store: &Arc<Store>,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), ProxyError> {
+        let key = (repo.clone(), tag.clone());
+        let fresh = |c: &Cache| c.confirmed.get(&key).is_some_and(|at| at.elapsed() < c.ttl);
+        let reference = Reference::Tag(tag.clone());
+        if fresh(self) && Self::local(store, repo, &reference).await?.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let asked = Instant::now();
+        let lock = self.lock(format!("{repo}:{tag}"));
+        let _one = lock.lock().await;
+        let local = Self::local(store, repo, &reference).await?;
+        // Another request confirmed it while this one waited.
+        if local.is_some() && self.confirmed.get(&key).is_some_and(|at| *at >= asked) {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let upstream = match self.tag_digest(repo, tag).await {
+            Ok(d) => d,
+            Err(ProxyError::Unavailable { why, .. }) if local.is_some() => {
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(repository = %repo, tag = %tag, upstream = %self.url, reason = %why, "upstream unavailable: serving the cached tag");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(digest) = upstream else {
+            if local.is_some() {
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(repository = %repo, tag = %tag, upstream = %self.url, "the upstream no longer has this tag: serving the cached one");
+                return Ok(());
+            }
+            return Err(ProxyError::NotFound(format!("manifest {repo}:{tag}")));
+        };
+        if local.as_ref() == Some(&digest) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            let by_digest = Reference::Digest(digest.clone());
+            let (bytes, content_type) = match Self::local(store, repo, &by_digest).await? {
+                // The content is here already: only the tag moves.
+                Some(_) => {
+                    let (s, r, b) = (store.clone(), repo.clone(), by_digest.clone());
+                    let m = tokio::task::spawn_blocking(move || s.get_manifest(&r, &b))
+                        .await
+                        .map_err(|e| {
+                            StorageError::Unavailable(format!("storage task failed: {e}"))
+                        })??;
+                    (m.bytes, Some(m.media_type.to_string()))
+                }
+                None => self.fetch_manifest(repo, &digest).await?,
+            };
+            self.store_manifest(store, repo, reference, bytes, content_type)
+                .await?;
+        }
+        self.confirmed.insert(key, Instant::now());
+        Ok(())
+    }
+
+    /// The digest `tag` names upstream; `None` if the upstream has no such
+    /// tag. A HEAD, and a GET when the HEAD names no digest.
+    async fn tag_digest(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, ProxyError> {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let accept = accept_all();
+        let (conn, resp) = self.ask(Method::HEAD, &path, Some(&accept)).await?;
+        self.give_back(conn);
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::OK => {}
+            s => return Err(self.unavailable(format!("it answered {s} for {repo}:{tag}"), None)),
+        }
+        if let Some(d) = client::header(&resp, "docker-content-digest").and_then(|d| d.parse().ok())
+        {
+            return Ok(Some(d));
+        }
+        let (conn, resp) = self.ask(Method::GET, &path, Some(&accept)).await?;
+        if resp.status() != StatusCode::OK {
+            return Ok(None);
+        }
+        let bytes = client::collect(resp)
+            .await
+            .map_err(|e| self.unavailable(format!("{e:#}"), None))?;
+        self.give_back(conn);
+        Ok(Some(Digest::sha256(&bytes)))
+    }
+
+    /// Prometheus text of the cache's counters.
+    pub fn render_metrics(&self, out: &mut String) {
+        let s = &self.stats;
+        for (name, help, v) in [
+            (
+                "registry_proxy_hits_total",
+                "Requests the cache answered without fetching.",
+                &s.hits,
+            ),
+            (
+                "registry_proxy_misses_total",
+                "Manifests and blobs fetched from the upstream.",
+                &s.misses,
+            ),
+            (
+                "registry_proxy_upstream_bytes_total",
+                "Bytes of manifests and blobs received from the upstream.",
+                &s.upstream_bytes,
+            ),
+            (
+                "registry_proxy_coalesced_total",
+                "Requests that waited for a fetch another request started.",
+                &s.coalesced,
+            ),
+            (
+                "registry_proxy_upstream_errors_total",
+                "Upstream requests that failed or were refused.",
+                &s.upstream_errors,
+            ),
+            (
+                "registry_proxy_stale_served_total",
+                "Cached tags served because the upstream could not be asked.",
+                &s.stale_served,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}

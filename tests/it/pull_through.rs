@@ -1,0 +1,225 @@
+//! The pull-through cache (`proxy`) against a real upstream registry (our
+//! own server, then one behind a fault proxy): fetched once, verified,
+//! served while the upstream is down, coalesced, never stored corrupt.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::auth::htpasswd_server;
+use crate::support::proxy::{FaultProxy, Faults};
+use crate::support::*;
+
+fn cache_of(upstream: &str, extra: &str) -> Server {
+    Server::start_with(Opts {
+        extra: format!("proxy:\n  remoteurl: http://{upstream}\n{extra}"),
+        ..Opts::default()
+    })
+}
+
+/// An image with one layer of `size` bytes; its manifest digest and layer.
+fn push_big(c: &Client, repo: &str, tag: &str, size: usize, seed: u8) -> (String, String, Vec<u8>) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
+    let layer: Vec<u8> = (0..size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let cd = c.push_blob(repo, config.as_bytes());
+    let ld = c.push_blob(repo, &layer);
+    let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+    c.put_manifest(repo, tag, OCI_MANIFEST, m.as_bytes())
+        .expect(201, None);
+    (sha256(m.as_bytes()), ld, layer)
+}
+
+fn metric(s: &Server, name: &str) -> u64 {
+    let text = String::from_utf8(Client::new(s).get("/metrics").body).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Blob GETs the upstream answered 200.
+fn upstream_blob_gets(upstream: &Server) -> u64 {
+    metric(
+        upstream,
+        "registry_http_requests_total{route=\"blob\",method=\"GET\",status=\"200\"}",
+    )
+}
+
+#[test]
+fn pulls_are_fetched_once_then_served_even_with_the_upstream_down() {
+    let mut up = Server::start();
+    let u = Client::new(&up);
+    let (digest, layer, bytes) = push_big(&u, "library/app", "1.0", 3 << 20, 1);
+    let cache = cache_of(&up.addr, "");
+    let c = Client::new(&cache);
+
+    let m = c.get("/v2/library/app/manifests/1.0");
+    m.expect(200, None);
+    assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
+    let head = c.head(&format!("/v2/library/app/blobs/{layer}"));
+    head.expect(200, None);
+    assert_eq!(head.header("content-length"), Some("3145728"));
+    assert_eq!(upstream_blob_gets(&up), 0, "a HEAD fetches nothing");
+    let b = c.get(&format!("/v2/library/app/blobs/{layer}"));
+    b.expect(200, None);
+    assert_eq!(sha256(&b.body), layer);
+    assert_eq!(b.body, bytes);
+    // A Range of a cached blob, and a second pull: from the store.
+    let r = c.call(
+        "GET",
+        &format!("/v2/library/app/blobs/{layer}"),
+        &[("range", "bytes=10-19")],
+        None,
+    );
+    r.expect(206, None);
+    assert_eq!(r.body, bytes[10..20]);
+    c.get(&format!("/v2/library/app/blobs/{layer}"))
+        .expect(200, None);
+    assert_eq!(upstream_blob_gets(&up), 1, "fetched once");
+    assert!(cache.has_blob(&layer), "kept in the cache's store");
+    let catalog = c.get("/v2/_catalog").json();
+    assert_eq!(catalog["repositories"][0], "library/app");
+
+    // The upstream goes away: the cached tag and blob are still served;
+    // what was never cached is 503 with the reason.
+    up.kill9();
+    let m = c.get("/v2/library/app/manifests/1.0");
+    m.expect(200, None);
+    assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
+    c.get(&format!("/v2/library/app/blobs/{layer}"))
+        .expect(200, None);
+    let miss = c.get("/v2/library/app/manifests/2.0");
+    miss.expect(503, Some("UNAVAILABLE"));
+    assert!(
+        String::from_utf8_lossy(&miss.body).contains("cannot be asked"),
+        "{}",
+        String::from_utf8_lossy(&miss.body)
+    );
+    assert!(miss.header("retry-after").is_some());
+    assert!(metric(&cache, "registry_proxy_stale_served_total") >= 1);
+    assert!(cache.log_contains("serving the cached tag"));
+}
+
+#[test]
+fn concurrent_misses_make_one_upstream_fetch() {
+    let up = Server::start();
+    let (_, layer, bytes) = push_big(&Client::new(&up), "team/big", "v1", 48 << 20, 2);
+    let cache = cache_of(&up.addr, "");
+    let addr = Arc::new(cache.addr.clone());
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, layer) = (addr.clone(), layer.clone());
+            std::thread::spawn(move || {
+                Client::for_addr(&addr)
+                    .get(&format!("/v2/team/big/blobs/{layer}"))
+                    .body
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(
+            t.join().unwrap() == bytes,
+            "every client got the whole blob"
+        );
+    }
+    assert_eq!(upstream_blob_gets(&up), 1, "one fetch for eight clients");
+    assert_eq!(metric(&cache, "registry_proxy_misses_total"), 1);
+}
+
+#[test]
+fn a_corrupt_upstream_answer_fails_the_pull_and_is_never_stored() {
+    let up = Server::start();
+    let (_, layer, _) = push_big(&Client::new(&up), "team/app", "v1", 4 << 20, 3);
+    // Every answer of the upstream has one byte flipped past its head.
+    let faulty = FaultProxy::start(
+        &up.addr,
+        Faults {
+            flip_downstream_at: Some(1 << 20),
+            ..Faults::default()
+        },
+    );
+    let cache = cache_of(&faulty.addr, "");
+    let url = cache.url(&format!("/v2/team/app/blobs/{layer}"));
+    for _ in 0..2 {
+        let mut body = Vec::new();
+        let read = ureq::get(&url)
+            .call()
+            .map(|r| r.into_reader().read_to_end(&mut body));
+        let complete = matches!(read, Ok(Ok(n)) if n == 4 << 20);
+        assert!(!complete, "a corrupt blob must not arrive whole");
+        assert!(!cache.has_blob(&layer), "nothing corrupt is kept");
+    }
+    assert_eq!(upstream_blob_gets(&up), 2, "each pull asked again");
+    assert!(cache.log_contains("blob not cached"));
+}
+
+#[test]
+fn tags_follow_the_upstream_unless_trusted_for_a_ttl() {
+    let up = Server::start();
+    let u = Client::new(&up);
+    let (first, _, _) = push_big(&u, "team/app", "latest", 1000, 4);
+    let fresh = cache_of(&up.addr, "");
+    let trusting = cache_of(&up.addr, "  ttl: 1h\n");
+    for cache in [&fresh, &trusting] {
+        let m = Client::new(cache).get("/v2/team/app/manifests/latest");
+        assert_eq!(m.header("docker-content-digest"), Some(first.as_str()));
+    }
+    let (second, _, _) = push_big(&u, "team/app", "latest", 1000, 5);
+    let m = Client::new(&fresh).get("/v2/team/app/manifests/latest");
+    assert_eq!(m.header("docker-content-digest"), Some(second.as_str()));
+    let m = Client::new(&trusting).get("/v2/team/app/manifests/latest");
+    assert_eq!(
+        m.header("docker-content-digest"),
+        Some(first.as_str()),
+        "within the ttl the cached tag is served without asking"
+    );
+    // By digest, both serve either image.
+    for d in [&first, &second] {
+        Client::new(&trusting)
+            .get(&format!("/v2/team/app/manifests/{d}"))
+            .expect(200, None);
+    }
+    Client::new(&fresh)
+        .get("/v2/team/app/manifests/gone")
+        .expect(404, Some("MANIFEST_UNKNOWN"));
+}
+
+#[test]
+fn a_cache_takes_no_pushes_and_logs_in_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _) = htpasswd_server(dir.path(), &[("mirror", "pw")], "");
+    let (digest, _, _) = push_big(
+        &Client::new(&up).basic("mirror", "pw"),
+        "team/app",
+        "v1",
+        100,
+        6,
+    );
+    let cache = cache_of(&up.addr, "  username: mirror\n  password: pw\n");
+    let c = Client::new(&cache);
+    let m = c.get("/v2/team/app/manifests/v1");
+    m.expect(200, None);
+    assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
+    let r = c.call("POST", "/v2/team/app/blobs/uploads/", &[], None);
+    r.expect(405, Some("UNSUPPORTED"));
+    assert!(String::from_utf8_lossy(&r.body).contains("pull-through cache"));
+    c.put_manifest("team/app", "v2", OCI_MANIFEST, b"{}")
+        .expect(405, Some("UNSUPPORTED"));
+    c.call(
+        "DELETE",
+        &format!("/v2/team/app/manifests/{digest}"),
+        &[],
+        None,
+    )
+    .expect(405, Some("UNSUPPORTED"));
+
+    let wrong = cache_of(&up.addr, "  username: mirror\n  password: nope\n");
+    let r = Client::new(&wrong).get("/v2/team/app/manifests/v1");
+    r.expect(503, Some("UNAVAILABLE"));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("refused the configured credentials"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
