@@ -99,6 +99,40 @@ fn blob_headers(digest: &Digest, size: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The head of a GET's answer for a blob of `size` bytes: the whole, or
+/// the `Range` asked for (206); with where its body starts and its length.
+fn answer_head(
+    req: &Request<Incoming>,
+    digest: &Digest,
+    size: u64,
+) -> Result<(Response<Body>, u64, u64), ApiError> {
+    let range =
+        parse_range(header_str(req.headers(), http::header::RANGE), size).map_err(|()| {
+            ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("range not satisfiable: the blob has {size} bytes"),
+            )
+            .with_header(http::header::CONTENT_RANGE, format!("bytes */{size}"))
+        })?;
+    let (status, start, len, mut headers) = match range {
+        None => (StatusCode::OK, 0, size, blob_headers(digest, size)),
+        Some(r) => {
+            let len = r.end - r.start + 1;
+            let mut h = blob_headers(digest, len);
+            h.push((
+                "content-range",
+                format!("bytes {}-{}/{size}", r.start, r.end),
+            ));
+            (StatusCode::PARTIAL_CONTENT, r.start, len, h)
+        }
+    };
+    headers.retain(|(n, _)| *n != "content-length");
+    let mut resp = respond(status, &headers);
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    Ok((resp, start, len))
+}
+
 /// In a pull-through cache, a blob this repository lacks: linked from
 /// another repository of the store if it is there, else fetched from the
 /// upstream while it is streamed (HEAD only asks its size). `None`: the
@@ -137,31 +171,7 @@ async fn pull_through(
         app.blocking(move |s| s.mount_blob(&r, &d, None)).await?;
         return Ok(None);
     };
-    let size = fetch.size;
-    let range =
-        parse_range(header_str(req.headers(), http::header::RANGE), size).map_err(|()| {
-            ApiError::new(
-                ErrorCode::RangeInvalid,
-                format!("range not satisfiable: the blob has {size} bytes"),
-            )
-            .with_header(http::header::CONTENT_RANGE, format!("bytes */{size}"))
-        })?;
-    let (status, start, len, mut headers) = match range {
-        None => (StatusCode::OK, 0, size, blob_headers(digest, size)),
-        Some(r) => {
-            let len = r.end - r.start + 1;
-            let mut h = blob_headers(digest, len);
-            h.push((
-                "content-range",
-                format!("bytes {}-{}/{size}", r.start, r.end),
-            ));
-            (StatusCode::PARTIAL_CONTENT, r.start, len, h)
-        }
-    };
-    headers.retain(|(n, _)| *n != "content-length");
-    let mut resp = respond(status, &headers);
-    resp.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, len.into());
+    let (mut resp, start, len) = answer_head(req, digest, fetch.size)?;
     let stream = fetch
         .read(start, start + len)
         .map_ok(http_body::Frame::data);
@@ -180,11 +190,10 @@ pub(super) async fn get(
             return Ok(resp);
         }
     }
-    let common = |size: u64| blob_headers(&digest, size);
     if req.method() == Method::HEAD {
         let d = digest.clone();
         let size = app.blocking(move |s| s.stat_blob(&repo, &d)).await?;
-        return Ok(respond(StatusCode::OK, &common(size)));
+        return Ok(respond(StatusCode::OK, &blob_headers(&digest, size)));
     }
     // Streamed from a bucket, once the blob's size is known: the
     // repository's link is checked while the object's read starts, one
@@ -210,30 +219,7 @@ pub(super) async fn get(
             (blob.size, Some(blob.content))
         }
     };
-    let range =
-        parse_range(header_str(req.headers(), http::header::RANGE), size).map_err(|()| {
-            ApiError::new(
-                ErrorCode::RangeInvalid,
-                format!("range not satisfiable: the blob has {size} bytes"),
-            )
-            .with_header(http::header::CONTENT_RANGE, format!("bytes */{size}"))
-        })?;
-    let (status, start, len, mut headers) = match range {
-        None => (StatusCode::OK, 0, size, common(size)),
-        Some(r) => {
-            let len = r.end - r.start + 1;
-            let mut h = common(len);
-            h.push((
-                "content-range",
-                format!("bytes {}-{}/{size}", r.start, r.end),
-            ));
-            (StatusCode::PARTIAL_CONTENT, r.start, len, h)
-        }
-    };
-    headers.retain(|(n, _)| *n != "content-length");
-    let mut resp = respond(status, &headers);
-    resp.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, len.into());
+    let (mut resp, start, len) = answer_head(req, &digest, size)?;
     *resp.body_mut() = match content {
         Some(BlobContent::File(file)) => FileBody::spawn(file, start, len).boxed(),
         Some(BlobContent::Object(d)) => {
