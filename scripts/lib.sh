@@ -468,8 +468,9 @@ start_registry() {
 	done
 }
 
-# start_dockerd: own dockerd (vfs, private data/exec root and socket under
-# $WORK/d, no iptables/bridge).  Main shell only: sets DOCKERD_PID and
+# start_dockerd [DOCKERD_ARGS...]: own dockerd (vfs, private data/exec root
+# and socket under $WORK/d, no iptables/bridge), with any extra arguments
+# (a --registry-mirror).  Main shell only: sets DOCKERD_PID and
 # DOCKERD_CTD_PID (the containerd it spawns; empty if not seen).
 start_dockerd() {
 	mkdir -p "$WORK/d/data" "$WORK/d/exec"
@@ -478,7 +479,7 @@ start_dockerd() {
 	dockerd --config-file "$WORK/d/daemon.json" \
 		--iptables=false --ip6tables=false --ip-masq=false --bridge=none \
 		--storage-driver=vfs --data-root "$WORK/d/data" --exec-root "$WORK/d/exec" \
-		-H "unix://$WORK/d/docker.sock" --pidfile "$WORK/d/docker.pid" \
+		-H "unix://$WORK/d/docker.sock" --pidfile "$WORK/d/docker.pid" "$@" \
 		>"$WORK/d/dockerd.log" 2>&1 &
 	track_pid $!
 	# shellcheck disable=SC2034  # for the caller
