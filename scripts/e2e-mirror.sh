@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # functions are invoked indirectly via step/trap
 # End-to-end test of the pull-through cache as dockerd's registry mirror:
-# an upstream registry (REGISTRY_BIN, plain HTTP on 127.0.0.1) holds
-# library/e2e-mirror, built here from busybox-static; a second REGISTRY_BIN
-# with `proxy.remoteurl` pointing at it is the mirror; a dockerd started here
+# the upstream, Debian's docker-registry (CNCF Distribution 2.8, plain HTTP
+# on 127.0.0.1; E2E_MIRROR_UPSTREAM names another binary), holds
+# library/e2e-mirror, built here from busybox-static; REGISTRY_BIN with
+# `proxy.remoteurl` pointing at it is the mirror; a dockerd started here
 # with `--registry-mirror http://MIRROR` pulls `e2e-mirror:TAG`, a docker.io
-# name, through it.
+# name, through it. The upstream's requests are counted in its access log.
 #
 #   usage: scripts/e2e-mirror.sh REGISTRY_BIN
 #
@@ -51,7 +52,7 @@ NAME=e2e-mirror
 bh() { bh_in build "$@"; }
 
 s_tools() {
-	require_commands skopeo buildah dockerd "$DOCKER_CLI" jq curl timeout sha256sum
+	require_commands skopeo buildah dockerd "$DOCKER_CLI" "$UPSTREAM_BIN" jq curl timeout sha256sum
 	require_busybox_static
 	require_root "dockerd"
 }
@@ -66,7 +67,31 @@ s_build() {
 	info "base $dg"
 }
 
-# start_node NAME EXTRA_CONFIG: a registry on 127.0.0.1:0; sets REG.
+UPSTREAM_BIN=${E2E_MIRROR_UPSTREAM:-/usr/bin/docker-registry}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_upstream: Distribution on a free port; sets UP.
+start_upstream() {
+	local port
+	for port in $(seq 5200 5299); do port_free "$port" && break; done
+	cat >"$WORK/srv/upstream.yml" <<CFG
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $WORK/srv/upstream-data
+http:
+  addr: 127.0.0.1:$port
+CFG
+	(unset_registry_env && exec "$UPSTREAM_BIN" serve "$WORK/srv/upstream.yml") >"$WORK/srv/upstream.log" 2>&1 &
+	track_pid $!
+	UP=127.0.0.1:$port
+	wait_for 15 rcurl -f -o /dev/null "http://$UP/v2/" || UP=""
+}
+
+# start_node NAME EXTRA_CONFIG: our registry on 127.0.0.1:0; sets REG.
 start_node() {
 	cat >"$WORK/srv/$1.yml" <<CFG
 version: 0.1
@@ -89,7 +114,10 @@ CFG
 metric() {
 	rcurl -f "http://$1/metrics" | awk -v p="$2" 'index($0, p) == 1 { s += $NF } END { print s + 0 }'
 }
-upstream_blob_gets() { metric "$UP" 'registry_http_requests_total{route="blob",method="GET",status="200"}'; }
+# Blob GETs the upstream answered 200, from its access log.
+upstream_blob_gets() {
+	grep -cE "\"GET /v2/library/$NAME/blobs/sha256:[0-9a-f]{64} HTTP/1.1\" 200 " "$WORK/srv/upstream.log" || true
+}
 
 s_upstream_push() {
 	sko copy --dest-tls-verify=false "oci:$IMG/oci:base" "docker://$UP/library/$NAME:$TAG"
@@ -138,8 +166,7 @@ step "setup: tools present" s_tools || { E2E_DONE=1; exit 1; }
 step "setup: buildah builds the image (2 layers) from busybox-static" s_build
 
 section servers
-start_node upstream ""
-UP=$REG
+start_upstream
 start_node mirror "proxy:
   remoteurl: http://$UP"
 MIRROR=$REG

@@ -73,8 +73,16 @@ pub struct Cache {
     /// Blob fetches in flight, by digest.
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     spool: PathBuf,
+    /// Until when the upstream asked not to be asked (`Retry-After`).
+    quiet_until: Mutex<Option<Instant>>,
     pub stats: Stats,
 }
+
+/// The longest pause an upstream's `Retry-After` imposes.
+const MAX_QUIET: Duration = Duration::from_secs(300);
+/// How long a tag's check may take when the store has the tag: past it,
+/// the cached tag is served (a slow upstream slows no pull by more).
+const TAG_CHECK: Duration = Duration::from_secs(5);
 
 /// Every manifest type clients push, in one `Accept`.
 fn accept_all() -> String {
@@ -103,6 +111,7 @@ impl Cache {
             manifest_locks: DashMap::new(),
             fetches: Mutex::new(HashMap::new()),
             spool,
+            quiet_until: Mutex::new(None),
             stats: Stats::default(),
         })
     }
@@ -147,6 +156,15 @@ impl Cache {
         path: &str,
         accept: Option<&str>,
     ) -> Result<(Conn, http::Response<hyper::body::Incoming>), ProxyError> {
+        // An upstream that said when to come back is not asked before.
+        if let Some(until) = *self.quiet_until.lock().unwrap() {
+            if let Some(left) = until.checked_duration_since(Instant::now()) {
+                return Err(self.unavailable(
+                    "it asked for a pause (Retry-After)",
+                    Some(left.as_secs().max(1).to_string()),
+                ));
+            }
+        }
         let mut conn = self.conn();
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
         let resp = match conn.send(method, path, &headers, Frames::empty()).await {
@@ -154,6 +172,15 @@ impl Cache {
             Err(e) => return Err(self.unavailable(format!("{e:#}"), None)),
         };
         let status = resp.status();
+        if let Some(secs) = client::header(&resp, "retry-after")
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|_| {
+                status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            })
+        {
+            *self.quiet_until.lock().unwrap() =
+                Some(Instant::now() + Duration::from_secs(secs.min(MAX_QUIET.as_secs())));
+        }
         if status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::UNAUTHORIZED
@@ -311,7 +338,16 @@ impl Cache {
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let upstream = match self.tag_digest(repo, tag).await {
+        let check = self.tag_digest(repo, tag);
+        let answer = match local {
+            Some(_) => tokio::time::timeout(TAG_CHECK, check)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(self.unavailable(format!("no answer within {TAG_CHECK:?}"), None))
+                }),
+            None => check.await,
+        };
+        let upstream = match answer {
             Ok(d) => d,
             Err(ProxyError::Unavailable { why, .. }) if local.is_some() => {
                 self.stats.stale_served.fetch_add(1, Ordering::Relaxed);

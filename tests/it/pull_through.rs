@@ -6,6 +6,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::auth::htpasswd_server;
+use crate::support::distribution::Distribution;
+use crate::support::pki;
 use crate::support::proxy::{FaultProxy, Faults};
 use crate::support::*;
 
@@ -22,12 +24,30 @@ fn push_big(c: &Client, repo: &str, tag: &str, size: usize, seed: u8) -> (String
     let layer: Vec<u8> = (0..size)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect();
-    let cd = c.push_blob(repo, config.as_bytes());
-    let ld = c.push_blob(repo, &layer);
+    let cd = put_blob(c, repo, config.as_bytes());
+    let ld = put_blob(c, repo, &layer);
     let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
     c.put_manifest(repo, tag, OCI_MANIFEST, m.as_bytes())
         .expect(201, None);
     (sha256(m.as_bytes()), ld, layer)
+}
+
+/// A blob pushed in two steps (POST, then PUT with the bytes), which
+/// Distribution 2.8 takes too.
+fn put_blob(c: &Client, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = c.call("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], None);
+    r.expect(202, None);
+    let loc = r.header("location").unwrap();
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    c.call(
+        "PUT",
+        &format!("{loc}{sep}digest={d}"),
+        &[("content-type", "application/octet-stream")],
+        Some(data),
+    )
+    .expect(201, None);
+    d
 }
 
 fn metric(s: &Server, name: &str) -> u64 {
@@ -222,4 +242,94 @@ fn a_cache_takes_no_pushes_and_logs_in_upstream() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
+}
+
+#[test]
+fn from_distribution_with_basic_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("mirror:{}\n", bcrypt::hash("pw", 4).unwrap()),
+    )
+    .unwrap();
+    let dist = Distribution::start_with(&format!(
+        "auth:\n  htpasswd:\n    realm: basic\n    path: {}\n",
+        htpasswd.display()
+    ));
+    let d = Client::for_addr(&dist.addr).basic("mirror", "pw");
+    let (digest, layer, bytes) = push_big(&d, "library/tool", "2", 2 << 20, 7);
+    let cache = cache_of(&dist.addr, "  username: mirror\n  password: pw\n");
+    let c = Client::new(&cache);
+    let m = c.get("/v2/library/tool/manifests/2");
+    m.expect(200, None);
+    assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(
+        c.get(&format!("/v2/library/tool/blobs/{layer}")).body,
+        bytes
+    );
+    let wrong = cache_of(&dist.addr, "  username: mirror\n  password: nope\n");
+    Client::new(&wrong)
+        .get("/v2/library/tool/manifests/2")
+        .expect(503, Some("UNAVAILABLE"));
+}
+
+#[test]
+fn from_an_upstream_with_token_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = pki::TokenSigner::new(dir.path(), "tokens");
+    let bundle = signer.bundle.clone();
+    let now = pki::now() as i64;
+    let push = signer.sign(
+        &serde_json::json!({"iss": "test-issuer", "sub": "ci", "aud": "registry.test", "exp": now + 300,
+            "nbf": now - 10, "iat": now - 10,
+            "access": [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}]}),
+        false,
+    );
+    // Checks Basic robot:secret, then signs what each scope asks.
+    let service = pki::token_service(signer);
+    let up = Server::start_with(Opts {
+        extra: format!(
+            "auth:\n  token:\n    realm: http://{service}/token\n    service: registry.test\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+            bundle.display()
+        ),
+        ..Opts::default()
+    });
+    let pusher = Client::new(&up).with_authorization(&format!("Bearer {push}"));
+    let (digest, layer, bytes) = push_big(&pusher, "team/app", "v1", 1 << 20, 8);
+    let cache = cache_of(&up.addr, "  username: robot\n  password: secret\n");
+    let c = Client::new(&cache);
+    let m = c.get("/v2/team/app/manifests/v1");
+    m.expect(200, None);
+    assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(c.get(&format!("/v2/team/app/blobs/{layer}")).body, bytes);
+}
+
+#[test]
+fn an_upstream_that_asks_for_a_pause_is_left_alone() {
+    let mut up = Server::start();
+    let (digest, _, _) = push_big(&Client::new(&up), "team/app", "v1", 100, 9);
+    // Every request answered 429 with Retry-After: 1 for a while.
+    let busy = FaultProxy::start(
+        &up.addr,
+        Faults {
+            busy: 1000,
+            ..Faults::default()
+        },
+    );
+    let cache = cache_of(&busy.addr, "");
+    let c = Client::new(&cache);
+    let r = c.get("/v2/team/app/manifests/v1");
+    r.expect(503, Some("UNAVAILABLE"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let asked = busy.busy_served.load(std::sync::atomic::Ordering::SeqCst);
+    // Within the pause the upstream is not asked again.
+    c.get("/v2/team/app/manifests/v1")
+        .expect(503, Some("UNAVAILABLE"));
+    assert_eq!(
+        busy.busy_served.load(std::sync::atomic::Ordering::SeqCst),
+        asked
+    );
+    up.kill9();
+    let _ = digest;
 }

@@ -2,9 +2,10 @@
 //! CNCF Distribution (Debian's docker-registry), in both directions.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
+use crate::support::distribution::Distribution;
 use crate::support::*;
 
 const REPLICATE: &str = env!("CARGO_BIN_EXE_registry-replicate");
@@ -313,66 +314,6 @@ fn a_registry_config_names_the_store_to_read() {
     assert!(err.contains("can only be a source"), "{err}");
 }
 
-/// Debian's docker-registry (CNCF Distribution 2.8) on 127.0.0.1.
-struct Distribution {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    fn start() -> Distribution {
-        let bin = "/usr/bin/docker-registry";
-        assert!(
-            Path::new(bin).exists(),
-            "{bin} is missing: scripts/setup.sh installs Debian's docker-registry"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                return Distribution {
-                    child,
-                    addr,
-                    _dir: dir,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("docker-registry did not start");
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn to_and_from_distribution() {
     let ours = Server::start();
@@ -481,62 +422,12 @@ fn bad_files_are_refused_naming_the_key() {
     );
 }
 
-/// A token service of the test's own on 127.0.0.1: it checks Basic
-/// `robot:secret` and signs a JWT granting whatever each scope asks.
-fn token_service(signer: pki::TokenSigner) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut authorized = false;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                // base64("robot:secret")
-                authorized |= h.to_ascii_lowercase().starts_with("authorization:")
-                    && h.contains("cm9ib3Q6c2VjcmV0");
-            }
-            let mut out = stream;
-            if !authorized {
-                let _ = out.write_all(
-                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            }
-            let query = target.split_once('?').map(|x| x.1).unwrap_or("");
-            let access: Vec<serde_json::Value> = form_urlencoded::parse(query.as_bytes())
-                .filter(|(k, _)| k == "scope")
-                .filter_map(|(_, scope)| {
-                    let (kind, rest) = scope.split_once(':')?;
-                    let (name, actions) = rest.rsplit_once(':')?;
-                    Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
-                })
-                .collect();
-            let now = pki::now() as i64;
-            let jwt = signer.sign(
-                &serde_json::json!({"iss": "test-issuer", "sub": "robot", "aud": "registry.test", "exp": now + 300, "nbf": now - 10, "iat": now - 10, "access": access}),
-                false,
-            );
-            let body = serde_json::json!({ "token": jwt }).to_string();
-            let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-        }
-    });
-    addr
-}
-
 #[test]
 fn a_target_with_token_auth_is_logged_into_through_its_realm() {
     let dir = tempfile::tempdir().unwrap();
     let signer = pki::TokenSigner::new(dir.path(), "tokens");
     let bundle = signer.bundle.clone();
-    let service = token_service(signer);
+    let service = pki::token_service(signer);
     let a = Server::start();
     let b = Server::start_with(Opts {
         extra: format!(

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different part of this
 
+pub mod distribution;
 pub mod pki;
 pub mod proxy;
 pub mod receiver;

@@ -96,3 +96,53 @@ pub fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// A token service of the test's own on 127.0.0.1: it checks Basic
+/// `robot:secret` and signs a JWT granting whatever each scope asks.
+pub fn token_service(signer: TokenSigner) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut authorized = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                // base64("robot:secret")
+                authorized |= h.to_ascii_lowercase().starts_with("authorization:")
+                    && h.contains("cm9ib3Q6c2VjcmV0");
+            }
+            let mut out = stream;
+            if !authorized {
+                let _ = out.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let query = target.split_once('?').map(|x| x.1).unwrap_or("");
+            let access: Vec<serde_json::Value> = form_urlencoded::parse(query.as_bytes())
+                .filter(|(k, _)| k == "scope")
+                .filter_map(|(_, scope)| {
+                    let (kind, rest) = scope.split_once(':')?;
+                    let (name, actions) = rest.rsplit_once(':')?;
+                    Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                })
+                .collect();
+            let now = now() as i64;
+            let jwt = signer.sign(
+                &serde_json::json!({"iss": "test-issuer", "sub": "robot", "aud": "registry.test", "exp": now + 300, "nbf": now - 10, "iat": now - 10, "access": access}),
+                false,
+            );
+            let body = serde_json::json!({ "token": jwt }).to_string();
+            let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    addr
+}
