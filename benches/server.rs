@@ -4,7 +4,8 @@
 //! 64 MiB, downloads of 1 MiB, 64 MiB and a 1 MiB Range, and `_catalog` and
 //! `tags/list` answered from the index over 10,000 repositories (the index
 //! alone, and through HTTP), and the web page's list and search and `docker
-//! search` over 100,000 repositories.
+//! search` over 100,000 repositories, and the pull-through cache's
+//! warm and cold pulls beside pulls from its upstream.
 
 #[allow(dead_code)]
 #[path = "../bin/registry-bench/content.rs"]
@@ -264,9 +265,85 @@ fn pages(c: &mut Criterion) {
     }
 }
 
+/// The pull-through cache against the registry it caches, both in this
+/// process on loopback: a blob pulled warm (from the cache's store) and
+/// cold (fetched from the upstream while streamed), each beside the same
+/// pull straight from the upstream.
+fn pull_through(c: &mut Criterion) {
+    let up = Harness::start(|_| {});
+    let cache = Harness::start_with(
+        |_| {},
+        &format!("proxy:\n  remoteurl: http://{}\n", up.target.authority),
+    );
+    let (mut to_up, mut to_cache) = (up.conn(), cache.conn());
+    let get = |conn: &mut Conn, h: &Harness, path: &str| -> u64 {
+        h.rt.block_on(async {
+            let resp = conn
+                .send(Method::GET, path, &[], Frames::empty())
+                .await
+                .unwrap();
+            drain(expect(resp, StatusCode::OK, "GET").await.unwrap())
+                .await
+                .unwrap()
+        })
+    };
+    let maker = BlobMaker::new(64 * MIB);
+    let mut g = c.benchmark_group("pull-through, 64 MiB blob");
+    g.throughput(Throughput::Bytes(64 * MIB as u64));
+    g.sample_size(10);
+    let warm = maker.make(3, 0);
+    up.rt
+        .block_on(push_blob(&mut to_up, "bench/cached", &warm))
+        .unwrap();
+    let warm_path = format!("/v2/bench/cached/blobs/{}", warm.digest);
+    get(&mut to_cache, &cache, &warm_path);
+    g.bench_function("warm, through the cache", |b| {
+        b.iter(|| get(&mut to_cache, &cache, &warm_path))
+    });
+    g.bench_function("straight from the upstream", |b| {
+        b.iter(|| get(&mut to_up, &up, &warm_path))
+    });
+    g.finish();
+    // Cold pulls store every blob twice (upstream and cache): smaller ones.
+    let small = BlobMaker::new(16 * MIB);
+    let mut g = c.benchmark_group("pull-through, 16 MiB blob, cold");
+    g.throughput(Throughput::Bytes(16 * MIB as u64));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    let mut n = 0;
+    let fresh = |n: u64| {
+        let blob = small.make(4, n);
+        up.rt
+            .block_on(push_blob(&mut up.conn(), "bench/cold", &blob))
+            .unwrap();
+        format!("/v2/bench/cold/blobs/{}", blob.digest)
+    };
+    g.bench_function("through the cache (fetched, stored, streamed)", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                fresh(n)
+            },
+            |path| get(&mut to_cache, &cache, &path),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("straight from the upstream (a blob just pushed)", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                fresh(n)
+            },
+            |path| get(&mut to_up, &up, &path),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = uploads, downloads, listings, pages
+    targets = uploads, downloads, listings, pages, pull_through
 }
 criterion_main!(benches);

@@ -14,7 +14,6 @@ use futures_util::Stream;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::{Cache, ProxyError};
@@ -144,9 +143,7 @@ impl Cache {
         let spool = self
             .spool
             .join(format!("{}-{}", digest.hex(), rand::random::<u64>()));
-        let file = tokio::fs::File::create(&spool)
-            .await
-            .map_err(|e| StorageError::io(&spool, e))?;
+        let file = std::fs::File::create(&spool).map_err(|e| StorageError::io(&spool, e))?;
         let (tx, rx) = watch::channel(Progress::default());
         let fetch = Arc::new(Fetch {
             size,
@@ -163,7 +160,9 @@ impl Cache {
         tokio::spawn(async move {
             let mut tee = Tee {
                 body: resp.into_body(),
-                file,
+                file: Arc::new(file),
+                pending: Vec::new(),
+                pending_len: 0,
                 written: 0,
                 tx: &tx,
                 cache: &cache,
@@ -212,10 +211,44 @@ async fn store_blob(
 /// The upstream's body, on its way into the store and the spool file.
 struct Tee<'a> {
     body: Incoming,
-    file: tokio::fs::File,
+    file: Arc<std::fs::File>,
+    /// Received, not yet in the spool: written a few hundred KiB at a time
+    /// (one job on the blocking pool each, not one per frame).
+    pending: Vec<Bytes>,
+    pending_len: usize,
     written: u64,
     tx: &'a watch::Sender<Progress>,
     cache: &'a Cache,
+}
+
+/// How much is gathered before a write to the spool.
+const SPOOL_WRITE: usize = 512 << 10;
+
+impl Tee<'_> {
+    /// Write what is pending to the spool, then tell the readers.
+    async fn spill(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (file, chunks) = (self.file.clone(), std::mem::take(&mut self.pending));
+        let at = self.written;
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut at = at;
+            for c in &chunks {
+                file.write_all_at(c, at)?;
+                at += c.len() as u64;
+            }
+            Ok::<_, io::Error>(())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.written += self.pending_len as u64;
+        self.pending_len = 0;
+        let written = self.written;
+        self.tx.send_modify(|p| p.written = written);
+        Ok(())
+    }
 }
 
 impl ByteSource for Tee<'_> {
@@ -228,29 +261,29 @@ impl ByteSource for Tee<'_> {
                         "the upstream stopped sending",
                     )))
                 }
-                Ok(None) => return None,
+                Ok(None) => {
+                    return match self.spill().await {
+                        Ok(()) => None,
+                        Err(e) => Some(Err(e)),
+                    }
+                }
                 Ok(Some(Err(e))) => return Some(Err(io::Error::other(e))),
                 Ok(Some(Ok(f))) => f,
             };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            // Written through to the file before readers are told.
-            if let Err(e) = async {
-                self.file.write_all(&data).await?;
-                self.file.flush().await
-            }
-            .await
-            {
-                return Some(Err(e));
-            }
-            self.written += data.len() as u64;
             self.cache
                 .stats
                 .upstream_bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let written = self.written;
-            self.tx.send_modify(|p| p.written = written);
+            self.pending_len += data.len();
+            self.pending.push(data.clone());
+            if self.pending_len >= SPOOL_WRITE {
+                if let Err(e) = self.spill().await {
+                    return Some(Err(e));
+                }
+            }
             return Some(Ok(data));
         }
     }

@@ -145,6 +145,12 @@ fn concurrent_misses_make_one_upstream_fetch() {
     }
     assert_eq!(upstream_blob_gets(&up), 1, "one fetch for eight clients");
     assert_eq!(metric(&cache, "registry_proxy_misses_total"), 1);
+    assert_eq!(
+        metric(&cache, "registry_proxy_coalesced_total")
+            + metric(&cache, "registry_proxy_hits_total"),
+        7,
+        "the other seven joined the fetch or found the blob stored"
+    );
 }
 
 #[test]
