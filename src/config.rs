@@ -33,8 +33,9 @@ pub struct Config {
     pub ui: UiConfig,
     /// Where events of pushes, pulls, mounts and deletes are sent.
     pub notifications: NotificationsConfig,
-    /// A pull-through cache of another registry (`proxy`).
-    pub proxy: Option<ProxyConfig>,
+    /// Pull-through caches of other registries: Distribution's `proxy`
+    /// (every repository), and ours, `caches` (one per name prefix).
+    pub caches: Vec<ProxyConfig>,
     /// Things worth telling the operator at start (unimplemented keys, odd forms).
     pub warnings: Vec<String>,
 }
@@ -180,6 +181,9 @@ pub struct TlsConfig {
 /// `proxy`: serve another registry's content, fetching what is missing.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
+    /// The repositories it serves: those whose names start with this
+    /// (`hub/`), named upstream without it; empty for every repository.
+    pub prefix: String,
     /// `http(s)://host[:port]` of the upstream registry.
     pub remoteurl: String,
     pub username: Option<String>,
@@ -679,6 +683,7 @@ const SCHEMA: &[(&str, Node)] = &[
     ),
     ("catalog", Node::Section(&[("maxentries", Node::Leaf)])),
     ("ui", Node::Section(&[("enabled", Node::Leaf)])),
+    ("caches", Node::Leaf),
     ("middleware", Node::Unimplemented),
     ("reporting", Node::Unimplemented),
     (
@@ -840,42 +845,90 @@ fn required(tree: &Value, path: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{path} is required"))
 }
 
-fn read_proxy(tree: &Value, warnings: &mut Vec<String>) -> Result<Option<ProxyConfig>, String> {
-    if lookup(tree, "proxy").is_none_or(|v| v.is_null()) {
-        return Ok(None);
+/// Distribution's `proxy` (every repository) and our `caches` (by prefix).
+fn read_caches(tree: &Value, warnings: &mut Vec<String>) -> Result<Vec<ProxyConfig>, String> {
+    let mut caches = Vec::new();
+    if lookup(tree, "proxy").is_some_and(|v| !v.is_null()) {
+        caches.push(read_upstream(tree, "proxy", String::new(), warnings)?);
     }
-    let remoteurl = required(tree, "proxy.remoteurl")?
+    match lookup(tree, "caches") {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(list)) => {
+            for (i, item) in list.iter().enumerate() {
+                let at = format!("caches[{i}]");
+                let Value::Mapping(m) = item else {
+                    return Err(format!("{at} must be a mapping with prefix and remoteurl"));
+                };
+                for k in m.keys() {
+                    let k = k.as_str().unwrap_or("");
+                    if !["prefix", "remoteurl", "username", "password", "ttl"].contains(&k) {
+                        return Err(format!(
+                            "{at}: unknown key {k:?} (use prefix, remoteurl, username, password, ttl)"
+                        ));
+                    }
+                }
+                let mut wrapper = Mapping::new();
+                wrapper.insert(Value::String(at.clone()), item.clone());
+                let t = Value::Mapping(wrapper);
+                let prefix = required(&t, &format!("{at}.prefix"))?;
+                let name = prefix.strip_suffix('/').unwrap_or("");
+                if name.is_empty() || name.parse::<crate::oci::RepoName>().is_err() {
+                    return Err(format!(
+                        "{at}.prefix {prefix:?} must be the start of repository names ending in '/', like hub/"
+                    ));
+                }
+                if caches.iter().any(|c: &ProxyConfig| c.prefix == prefix) {
+                    return Err(format!("{at}.prefix {prefix:?} is given twice"));
+                }
+                caches.push(read_upstream(&t, &at, prefix, warnings)?);
+            }
+        }
+        Some(other) => return Err(format!("caches must be a list, not {}", show(other))),
+    }
+    Ok(caches)
+}
+
+/// One upstream's keys under `at` (`proxy`, or `caches[i]`).
+fn read_upstream(
+    tree: &Value,
+    at: &str,
+    prefix: String,
+    warnings: &mut Vec<String>,
+) -> Result<ProxyConfig, String> {
+    let key = |k: &str| format!("{at}.{k}");
+    let remoteurl = required(tree, &key("remoteurl"))?
         .trim_end_matches('/')
         .to_string();
     let rest = remoteurl
         .strip_prefix("https://")
         .or_else(|| remoteurl.strip_prefix("http://"))
         .ok_or_else(|| {
-            format!("proxy.remoteurl {remoteurl:?} must start with https:// or http://")
+            format!("{at}.remoteurl {remoteurl:?} must start with https:// or http://")
         })?;
     if rest.is_empty() || rest.contains('/') {
         return Err(format!(
-            "proxy.remoteurl {remoteurl:?}: give the upstream's scheme, host and port, without a path"
+            "{at}.remoteurl {remoteurl:?}: give the upstream's scheme, host and port, without a path"
         ));
     }
-    let username = get_string(tree, "proxy.username")?.filter(|s| !s.is_empty());
-    let password = get_string(tree, "proxy.password")?.filter(|s| !s.is_empty());
+    let username = get_string(tree, &key("username"))?.filter(|s| !s.is_empty());
+    let password = get_string(tree, &key("password"))?.filter(|s| !s.is_empty());
     if username.is_some() != password.is_some() {
-        return Err("proxy.username and proxy.password go together".into());
+        return Err(format!("{at}.username and {at}.password go together"));
     }
-    let ttl = get_duration(tree, "proxy.ttl", Duration::ZERO)?;
+    let ttl = get_duration(tree, &key("ttl"), Duration::ZERO)?;
     if ttl > Duration::from_secs(3600) {
         warnings.push(format!(
-            "proxy.ttl {}: a tag is served from the cache for that long before the upstream is asked again (Distribution asks every time; ttl: 0 does too)",
-            get_string(tree, "proxy.ttl")?.unwrap_or_default()
+            "{at}.ttl {}: a tag is served from the cache for that long before the upstream is asked again (Distribution asks every time; ttl: 0 does too)",
+            get_string(tree, &key("ttl"))?.unwrap_or_default()
         ));
     }
-    Ok(Some(ProxyConfig {
+    Ok(ProxyConfig {
+        prefix,
         remoteurl,
         username,
         password,
         ttl,
-    }))
+    })
 }
 
 /// A helper's error, named under `notifications.`.
@@ -1547,7 +1600,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
             enabled: get_bool(tree, "ui.enabled", true)?,
         },
         notifications: read_notifications(tree)?,
-        proxy: read_proxy(tree, &mut warnings)?,
+        caches: read_caches(tree, &mut warnings)?,
         warnings,
     })
 }

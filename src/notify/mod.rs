@@ -120,6 +120,8 @@ fn label(s: &str) -> String {
 
 struct Endpoint {
     config: EndpointConfig,
+    /// Events kept waiting at most (`MAX_PENDING`).
+    capacity: usize,
     target: Arc<Target>,
     /// The URL's path and query.
     path: String,
@@ -128,7 +130,12 @@ struct Endpoint {
     sent: AtomicU64,
     failures: AtomicU64,
     dropped: AtomicU64,
+    /// When a drop was last logged.
+    drop_logged: Mutex<Option<std::time::Instant>>,
 }
+
+/// Drops from a full queue are logged at most this often.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Endpoint {
     fn new(config: EndpointConfig) -> anyhow::Result<Endpoint> {
@@ -140,6 +147,7 @@ impl Endpoint {
         let target = Target::new(base, None, None)
             .with_context(|| format!("notification endpoint {}", config.name))?;
         Ok(Endpoint {
+            capacity: MAX_PENDING,
             path: path.to_string(),
             target: Arc::new(target),
             config,
@@ -148,6 +156,7 @@ impl Endpoint {
             sent: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            drop_logged: Mutex::new(None),
         })
     }
 
@@ -163,14 +172,14 @@ impl Endpoint {
 
     fn push(&self, e: Arc<Event>) {
         let mut q = self.queue.lock().unwrap();
-        if q.len() >= MAX_PENDING {
+        if q.len() >= self.capacity {
             q.pop_front();
-            if self
-                .dropped
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(10_000)
-            {
-                tracing::warn!(endpoint = %self.config.name, "notification queue full: dropping the oldest events");
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Once a minute at most, with the count so far.
+            let mut last = self.drop_logged.lock().unwrap();
+            if last.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
+                *last = Some(std::time::Instant::now());
+                tracing::warn!(endpoint = %self.config.name, dropped, "notification queue full: dropping the oldest events");
             }
         }
         q.push_back(e);
@@ -256,5 +265,61 @@ impl Endpoint {
                     self.config.timeout
                 )
             })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::event::{Occurrence, RequestInfo, Source};
+
+    fn endpoint(ignore: &[&str]) -> Endpoint {
+        Endpoint::new(EndpointConfig {
+            name: "e".into(),
+            url: "http://127.0.0.1:9/events".into(),
+            headers: vec![],
+            timeout: std::time::Duration::from_secs(1),
+            threshold: 10,
+            backoff: std::time::Duration::from_secs(1),
+            ignored_media_types: vec![],
+            ignored_actions: ignore.iter().map(|s| s.to_string()).collect(),
+            disabled: false,
+        })
+        .unwrap()
+    }
+
+    fn event(n: usize, action: Action) -> Arc<Event> {
+        let source = Source {
+            addr: "h:1".into(),
+            instance_id: "i".into(),
+        };
+        Arc::new(Event::new(
+            Occurrence::new(action, &format!("r{n}")),
+            None,
+            &RequestInfo::default(),
+            &Actor::default(),
+            &source,
+        ))
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_them() {
+        let mut e = endpoint(&[]);
+        e.capacity = 3;
+        for n in 0..5 {
+            e.push(event(n, Action::Push));
+        }
+        assert_eq!(e.dropped.load(Ordering::Relaxed), 2);
+        let q = e.queue.lock().unwrap();
+        let left: Vec<&str> = q.iter().map(|e| e.target.repository.as_str()).collect();
+        assert_eq!(left, ["r2", "r3", "r4"], "the newest are kept");
+        assert!(e.path == "/events" && e.target.authority == "127.0.0.1:9");
+    }
+
+    #[test]
+    fn ignored_actions_are_not_wanted() {
+        let e = endpoint(&["pull"]);
+        assert!(!e.wants(&event(0, Action::Pull)));
+        assert!(e.wants(&event(0, Action::Push)));
     }
 }

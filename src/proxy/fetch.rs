@@ -54,7 +54,10 @@ impl Cache {
             return Ok(f.size);
         }
         let resp = self
-            .follow(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
+            .follow(
+                Method::HEAD,
+                &format!("/v2/{}/blobs/{digest}", self.remote(repo)),
+            )
             .await?;
         match resp.status() {
             StatusCode::OK => client::header(&resp, "content-length")
@@ -99,7 +102,10 @@ impl Cache {
         digest: &Digest,
     ) -> Result<(u64, http::Response<Incoming>), ProxyError> {
         let resp = self
-            .follow(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+            .follow(
+                Method::GET,
+                &format!("/v2/{}/blobs/{digest}", self.remote(repo)),
+            )
             .await?;
         match resp.status() {
             StatusCode::OK => {}

@@ -62,6 +62,8 @@ pub struct Stats {
 }
 
 pub struct Cache {
+    /// The repositories it serves start with this; upstream, without it.
+    prefix: String,
     upstream: Arc<Target>,
     url: String,
     ttl: Duration,
@@ -103,6 +105,7 @@ impl Cache {
         let spool = std::env::temp_dir().join(format!("registry-proxy-{}", std::process::id()));
         std::fs::create_dir_all(&spool)?;
         Ok(Cache {
+            prefix: config.prefix.clone(),
             upstream: Arc::new(upstream),
             url: config.remoteurl.clone(),
             ttl: config.ttl,
@@ -119,6 +122,13 @@ impl Cache {
     /// The upstream's URL, for messages.
     pub fn upstream(&self) -> &str {
         &self.url
+    }
+
+    /// The name the upstream knows `repo` by.
+    fn remote<'r>(&self, repo: &'r RepoName) -> &'r str {
+        repo.as_str()
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(repo.as_str())
     }
 
     fn conn(&self) -> Conn {
@@ -267,7 +277,7 @@ impl Cache {
         let (conn, resp) = self
             .ask(
                 Method::GET,
-                &format!("/v2/{repo}/manifests/{d}"),
+                &format!("/v2/{}/manifests/{d}", self.remote(repo)),
                 Some(&accept_all()),
             )
             .await?;
@@ -392,7 +402,7 @@ impl Cache {
     /// The digest `tag` names upstream; `None` if the upstream has no such
     /// tag. A HEAD, and a GET when the HEAD names no digest.
     async fn tag_digest(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, ProxyError> {
-        let path = format!("/v2/{repo}/manifests/{tag}");
+        let path = format!("/v2/{}/manifests/{tag}", self.remote(repo));
         let accept = accept_all();
         let (conn, resp) = self.ask(Method::HEAD, &path, Some(&accept)).await?;
         self.give_back(conn);
@@ -415,47 +425,85 @@ impl Cache {
         self.give_back(conn);
         Ok(Some(Digest::sha256(&bytes)))
     }
+}
 
-    /// Prometheus text of the cache's counters.
+/// The caches of a registry, each serving the repositories under its
+/// prefix (the longest that matches).
+#[derive(Default)]
+pub struct Caches {
+    list: Vec<Arc<Cache>>,
+}
+
+impl Caches {
+    pub fn new(configs: &[ProxyConfig]) -> anyhow::Result<Caches> {
+        let mut list = configs
+            .iter()
+            .map(|c| Cache::new(c).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        list.sort_by_key(|c| std::cmp::Reverse(c.prefix.len()));
+        Ok(Caches { list })
+    }
+
+    /// The cache that serves `repo`, if one does.
+    pub fn for_repo(&self, repo: &RepoName) -> Option<&Arc<Cache>> {
+        self.list
+            .iter()
+            .find(|c| repo.as_str().starts_with(c.prefix.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Prometheus text of every cache's counters, by prefix.
     pub fn render_metrics(&self, out: &mut String) {
-        let s = &self.stats;
-        for (name, help, v) in [
+        if self.list.is_empty() {
+            return;
+        }
+        type Counter = fn(&Stats) -> &AtomicU64;
+        let series: [(&str, &str, Counter); 6] = [
             (
                 "registry_proxy_hits_total",
                 "Requests the cache answered without fetching.",
-                &s.hits,
+                |s| &s.hits,
             ),
             (
                 "registry_proxy_misses_total",
                 "Manifests and blobs fetched from the upstream.",
-                &s.misses,
+                |s| &s.misses,
             ),
             (
                 "registry_proxy_upstream_bytes_total",
                 "Bytes of manifests and blobs received from the upstream.",
-                &s.upstream_bytes,
+                |s| &s.upstream_bytes,
             ),
             (
                 "registry_proxy_coalesced_total",
                 "Requests that waited for a fetch another request started.",
-                &s.coalesced,
+                |s| &s.coalesced,
             ),
             (
                 "registry_proxy_upstream_errors_total",
                 "Upstream requests that failed or were refused.",
-                &s.upstream_errors,
+                |s| &s.upstream_errors,
             ),
             (
                 "registry_proxy_stale_served_total",
                 "Cached tags served because the upstream could not be asked.",
-                &s.stale_served,
+                |s| &s.stale_served,
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+        ];
+        for (name, help, counter) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for c in &self.list {
+                let _ = writeln!(
+                    out,
+                    "{name}{{prefix=\"{}\",upstream=\"{}\"}} {}",
+                    c.prefix,
+                    c.url,
+                    counter(&c.stats).load(Ordering::Relaxed)
+                );
+            }
         }
     }
 }

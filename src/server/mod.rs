@@ -57,8 +57,8 @@ pub struct App {
     notifier: Option<crate::notify::Notifier>,
     /// This registry, as its events name it.
     source: crate::notify::Source,
-    /// The pull-through cache of an upstream registry (`proxy`), if set.
-    proxy: Option<Arc<crate::proxy::Cache>>,
+    /// Pull-through caches of upstream registries (`proxy`, `caches`).
+    caches: crate::proxy::Caches,
 }
 
 impl App {
@@ -112,12 +112,8 @@ impl App {
             summaries: Arc::default(),
             notifier: crate::notify::Notifier::start(&config.notifications)
                 .map_err(|e| StartError::Notifications(format!("{e:#}")))?,
-            proxy: match &config.proxy {
-                Some(p) => Some(Arc::new(
-                    crate::proxy::Cache::new(p).map_err(|e| StartError::Proxy(format!("{e:#}")))?,
-                )),
-                None => None,
-            },
+            caches: crate::proxy::Caches::new(&config.caches)
+                .map_err(|e| StartError::Proxy(format!("{e:#}")))?,
             source: crate::notify::Source {
                 addr: source_addr(&config.http.addr),
                 instance_id: crate::notify::event::new_id(),
@@ -485,9 +481,7 @@ fn operator_endpoint(app: &App, path: &str, port: Port) -> Option<Response<Body>
             if let Some(n) = &app.notifier {
                 n.render_metrics(&mut text);
             }
-            if let Some(p) = &app.proxy {
-                p.render_metrics(&mut text);
-            }
+            app.caches.render_metrics(&mut text);
             (StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),

@@ -339,3 +339,72 @@ fn an_upstream_that_asks_for_a_pause_is_left_alone() {
     up.kill9();
     let _ = digest;
 }
+
+#[test]
+fn several_upstreams_by_prefix_with_pushes_beside() {
+    let ours = Server::start();
+    let dist = Distribution::start();
+    let (a, a_layer, a_bytes) = push_big(&Client::new(&ours), "library/app", "1", 1000, 10);
+    let (b, _, _) = push_big(&Client::for_addr(&dist.addr), "org/tool", "2", 1000, 11);
+    let cache = Server::start_with(Opts {
+        extra: format!(
+            "caches:\n  - prefix: hub/\n    remoteurl: http://{}\n  - prefix: other/\n    remoteurl: http://{}\n",
+            ours.addr, dist.addr
+        ),
+        ..Opts::default()
+    });
+    let c = Client::new(&cache);
+    let m = c.get("/v2/hub/library/app/manifests/1");
+    assert_eq!(m.header("docker-content-digest"), Some(a.as_str()));
+    assert_eq!(
+        c.get(&format!("/v2/hub/library/app/blobs/{a_layer}")).body,
+        a_bytes
+    );
+    let m = c.get("/v2/other/org/tool/manifests/2");
+    assert_eq!(m.header("docker-content-digest"), Some(b.as_str()));
+    // Names no cache serves are this registry's own: pushes work there.
+    let (_, own) = c.push_image("team/mine", "v1", "local");
+    c.get(&format!("/v2/team/mine/manifests/{own}"))
+        .expect(200, None);
+    c.call("POST", "/v2/hub/library/app/blobs/uploads/", &[], None)
+        .expect(405, Some("UNSUPPORTED"));
+    // Nothing under a prefix is a local name: unknown upstream, unknown here.
+    c.get("/v2/hub/library/none/manifests/1")
+        .expect(404, Some("MANIFEST_UNKNOWN"));
+    let catalog = c.get("/v2/_catalog").json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["hub/library/app", "other/org/tool", "team/mine"])
+    );
+    assert!(metric(&cache, "registry_proxy_misses_total{prefix=\"hub/\"") >= 2);
+}
+
+#[test]
+fn cache_mistakes_stop_the_start_with_their_name() {
+    for (extra, want) in [
+        ("caches:\n  - prefix: hub\n    remoteurl: http://h:1\n", "ending in '/'"),
+        ("caches:\n  - prefix: Hub/\n    remoteurl: http://h:1\n", "ending in '/'"),
+        (
+            "caches:\n  - prefix: a/\n    remoteurl: http://h:1\n  - prefix: a/\n    remoteurl: http://h:2\n",
+            "given twice",
+        ),
+        ("caches:\n  - prefix: a/\n    remoteurl: h:1\n", "must start with https:// or http://"),
+        ("caches:\n  - prefix: a/\n    remoteurl: http://h:1/v2\n", "without a path"),
+        ("caches:\n  - prefix: a/\n    remote: http://h:1\n", "unknown key \"remote\""),
+        ("proxy:\n  remoteurl: http://h:1\n  username: u\n", "go together"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n{extra}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let (code, out) = run_to_exit(&["serve", cfg.to_str().unwrap()], &[]);
+        assert_ne!(code, 0, "{extra}");
+        assert!(out.contains(want), "{want} not in: {out}");
+    }
+}

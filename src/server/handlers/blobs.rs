@@ -185,7 +185,7 @@ pub(super) async fn get(
     repo: RepoName,
     digest: Digest,
 ) -> Result<Response<Body>, ApiError> {
-    if let Some(cache) = &app.proxy {
+    if let Some(cache) = app.caches.for_repo(&repo) {
         if let Some(resp) = pull_through(app, cache, req, &repo, &digest).await? {
             return Ok(resp);
         }

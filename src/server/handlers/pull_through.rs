@@ -40,7 +40,7 @@ pub(super) async fn manifest(
     repo: &RepoName,
     reference: &Reference,
 ) -> Result<(), ApiError> {
-    let Some(cache) = &app.proxy else {
+    let Some(cache) = app.caches.for_repo(repo) else {
         return Ok(());
     };
     cache
@@ -50,24 +50,26 @@ pub(super) async fn manifest(
 }
 
 /// A cache of another registry takes no pushes or deletes, as
-/// Distribution's: the upstream is where content changes.
+/// Distribution's: the upstream is where content changes. Repositories no
+/// cache serves take them as always.
 pub(super) fn refuse_writes(app: &App, route: &Route, method: &Method) -> Result<(), ApiError> {
-    let Some(cache) = &app.proxy else {
-        return Ok(());
+    let repo = match route {
+        Route::UploadStart(r) | Route::Upload(r, _) => r,
+        Route::Manifest(r, _) | Route::Blob(r, _)
+            if !matches!(*method, Method::GET | Method::HEAD) =>
+        {
+            r
+        }
+        _ => return Ok(()),
     };
-    let write = match route {
-        Route::UploadStart(_) | Route::Upload(..) => true,
-        Route::Manifest(..) | Route::Blob(..) => !matches!(*method, Method::GET | Method::HEAD),
-        _ => false,
-    };
-    if write {
-        return Err(ApiError::new(
+    match app.caches.for_repo(repo) {
+        Some(cache) => Err(ApiError::new(
             ErrorCode::Unsupported,
             format!(
-                "this registry is a pull-through cache of {}: push and delete there",
+                "{repo} is served from a pull-through cache of {}: push and delete there",
                 cache.upstream()
             ),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }

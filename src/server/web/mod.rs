@@ -254,7 +254,7 @@ impl<'a> Page<'a> {
         let storage = &self.app.config.storage;
         storage.delete_enabled
             && !storage.readonly
-            && self.app.proxy.is_none()
+            && self.app.caches.for_repo(repo).is_none()
             && self.may(repo, Action::Delete)
     }
 
