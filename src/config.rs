@@ -910,6 +910,11 @@ fn read_upstream(
             "{at}.remoteurl {remoteurl:?}: give the upstream's scheme, host and port, without a path"
         ));
     }
+    if rest.contains('@') {
+        return Err(format!(
+            "{at}.remoteurl: put credentials in {at}.username and {at}.password, not in the URL"
+        ));
+    }
     let username = get_string(tree, &key("username"))?.filter(|s| !s.is_empty());
     let password = get_string(tree, &key("password"))?.filter(|s| !s.is_empty());
     if username.is_some() != password.is_some() {

@@ -13,6 +13,7 @@ pub mod gc;
 pub mod logging;
 pub mod notify;
 pub mod oci;
+pub mod prometheus;
 pub mod proxy;
 pub mod server;
 pub mod storage;

@@ -21,6 +21,7 @@ use http::Method;
 pub use self::event::{Action, Actor, Event, Happened, Occurrence, RequestInfo, Source};
 use crate::client::{drain, Conn, Frames, Target};
 use crate::config::{EndpointConfig, NotificationsConfig};
+use crate::prometheus;
 
 /// Events waiting for one endpoint, at most.
 pub const MAX_PENDING: usize = 100_000;
@@ -96,7 +97,7 @@ impl Notifier {
                 let _ = writeln!(
                     out,
                     "{name}{{endpoint=\"{}\"}} {}",
-                    label(&e.config.name),
+                    prometheus::label(&e.config.name),
                     value(e)
                 );
             }
@@ -111,12 +112,6 @@ type Series = (
     &'static str,
     fn(&Endpoint) -> u64,
 );
-
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', " ")
-}
 
 struct Endpoint {
     config: EndpointConfig,
@@ -208,22 +203,25 @@ impl Endpoint {
                     }
                     failing = 0;
                     self.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    // What was sent leaves the front (unless a full queue
-                    // dropped it meanwhile).
-                    let mut q = self.queue.lock().unwrap();
-                    while q
-                        .front()
-                        .is_some_and(|f| batch.iter().any(|b| Arc::ptr_eq(b, f)))
-                    {
-                        q.pop_front();
-                    }
+                    self.remove_front(&batch);
                 }
-                Err(e) => {
+                Err((e, refused)) => {
                     conn.reset();
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     failing = failing.saturating_add(1);
                     if failing == 1 || failing == self.config.threshold {
                         tracing::warn!(endpoint = %self.config.name, error = %format!("{e:#}"), failures = failing, "notification not delivered; retrying");
+                    }
+                    if refused && failing >= self.config.threshold {
+                        // The endpoint refuses these events themselves
+                        // (400, 413, 422): sending them again cannot help,
+                        // and the events behind them must not wait for ever.
+                        tracing::error!(endpoint = %self.config.name, events = batch.len(), error = %format!("{e:#}"), "notification endpoint refuses these events: dropped");
+                        self.dropped
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        self.remove_front(&batch);
+                        failing = 0;
+                        continue;
                     }
                     if failing >= self.config.threshold {
                         tokio::time::sleep(self.config.backoff).await;
@@ -233,7 +231,25 @@ impl Endpoint {
         }
     }
 
-    async fn post(&self, conn: &mut Conn, batch: &[Arc<Event>]) -> anyhow::Result<()> {
+    /// Take what was handled off the front of the queue (unless a full
+    /// queue dropped it meanwhile).
+    fn remove_front(&self, batch: &[Arc<Event>]) {
+        let mut q = self.queue.lock().unwrap();
+        while q
+            .front()
+            .is_some_and(|f| batch.iter().any(|b| Arc::ptr_eq(b, f)))
+        {
+            q.pop_front();
+        }
+    }
+
+    /// One POST; on failure, the error and whether the endpoint refused
+    /// the events themselves (a 4xx that no retry changes).
+    async fn post(
+        &self,
+        conn: &mut Conn,
+        batch: &[Arc<Event>],
+    ) -> Result<(), (anyhow::Error, bool)> {
         let events: Vec<&Event> = batch.iter().map(|e| e.as_ref()).collect();
         let body = Bytes::from(event::envelope(&events));
         let mut headers: Vec<(&str, &str)> = vec![("content-type", event::MEDIA_TYPE)];
@@ -246,23 +262,28 @@ impl Endpoint {
         let send = async {
             let resp = conn
                 .send(Method::POST, &self.path, &headers, Frames::new([body]))
-                .await?;
+                .await
+                .map_err(|e| (e, false))?;
             let status = resp.status();
-            drain(resp).await?;
+            drain(resp).await.map_err(|e| (e, false))?;
             // Distribution takes any 2xx or 3xx as delivered.
             if status.is_success() || status.is_redirection() {
                 Ok(())
             } else {
-                Err(anyhow!("{} answered {status}", self.config.url))
+                let refused = matches!(status.as_u16(), 400 | 413 | 415 | 422);
+                Err((anyhow!("{} answered {status}", self.config.url), refused))
             }
         };
         tokio::time::timeout(self.config.timeout, send)
             .await
             .map_err(|_| {
-                anyhow!(
-                    "{} did not answer within {:?}",
-                    self.config.url,
-                    self.config.timeout
+                (
+                    anyhow!(
+                        "{} did not answer within {:?}",
+                        self.config.url,
+                        self.config.timeout
+                    ),
+                    false,
                 )
             })?
     }

@@ -4,10 +4,9 @@
 //! as it grows. The last byte waits for the check.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -17,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 
 use super::{Cache, ProxyError};
-use crate::client::{self, Conn, Frames};
+use crate::client::{self, Conn, Frames, Target};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteSource, StorageError, Store};
 
@@ -37,22 +36,50 @@ struct Progress {
 /// A fetch in flight (or just ended), shared by the clients that read it.
 pub struct Fetch {
     pub size: u64,
-    spool: PathBuf,
+    /// The repository it was fetched for (upstream, the blob is known there).
+    repo: RepoName,
+    /// The spool: a file already unlinked, gone with its last reader.
+    file: Arc<std::fs::File>,
     progress: watch::Receiver<Progress>,
 }
 
-impl Drop for Fetch {
+/// The task of one fetch: however it ends, even by a panic, the fetch
+/// leaves the map, and its readers hear that it ended.
+struct Running {
+    cache: Arc<Cache>,
+    digest: Digest,
+    tx: watch::Sender<Progress>,
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.spool);
+        self.cache.fetches.lock().unwrap().remove(&self.digest);
+        self.tx.send_if_modified(|p| {
+            let unset = p.outcome.is_none();
+            if unset {
+                p.outcome = Some(Err("the fetch stopped".into()));
+            }
+            unset
+        });
     }
 }
 
 impl Cache {
-    /// The size of a blob the upstream has, asked without fetching it.
+    /// The size of a blob the upstream has, asked without fetching it (or
+    /// known from a fetch for the same repository).
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ProxyError> {
         if let Some(f) = self.fetches.lock().unwrap().get(digest) {
-            return Ok(f.size);
+            if f.repo == *repo {
+                return Ok(f.size);
+            }
         }
+        self.upstream_has(repo, digest).await
+    }
+
+    /// Whether the upstream has the blob under this repository's name (its
+    /// size): asked every time, so that content the store holds for other
+    /// repositories is only served where the upstream serves it too.
+    pub async fn upstream_has(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ProxyError> {
         let resp = self
             .follow(
                 Method::HEAD,
@@ -85,14 +112,40 @@ impl Cache {
         let location = client::header(&resp, "location")
             .ok_or_else(|| self.unavailable("a redirect without a Location", None))?
             .to_string();
-        let (target, path) = self
-            .upstream
-            .redirect(&location)
-            .map_err(|e| self.unavailable(format!("{e:#}"), None))?;
+        let (target, path) = self.redirect(&location)?;
         Conn::new(target)
             .send(method, &path, &[], Frames::empty())
             .await
             .map_err(|e| self.unavailable(format!("{e:#}"), None))
+    }
+
+    /// Where a redirect leads: its host's target (made once per host: it
+    /// reads the CA bundle), and the path. No credentials go there.
+    fn redirect(&self, location: &str) -> Result<(Arc<Target>, String), ProxyError> {
+        let base_end = location
+            .find("://")
+            .and_then(|i| location[i + 3..].find('/').map(|j| i + 3 + j))
+            .unwrap_or(location.len());
+        let base = &location[..base_end];
+        if let Some(t) = self.redirects.get(base) {
+            let path = &location[base_end..];
+            return Ok((
+                t.clone(),
+                if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.into()
+                },
+            ));
+        }
+        let (target, path) = self
+            .upstream
+            .redirect(location)
+            .map_err(|e| self.unavailable(format!("{e:#}"), None))?;
+        if self.redirects.len() < 64 {
+            self.redirects.insert(base.to_string(), target.clone());
+        }
+        Ok((target, path))
     }
 
     /// The blob's GET from the upstream, with its size.
@@ -121,7 +174,9 @@ impl Cache {
     }
 
     /// The fetch of `digest` for `repo`: the one in flight, or a new one;
-    /// `None` if the store has the blob by now (a fetch just ended).
+    /// `None` if the store has the blob by now (a fetch just ended, or it
+    /// was stored for another repository) and the upstream has it for
+    /// `repo` too.
     pub async fn fetch(
         self: &Arc<Self>,
         store: &Arc<Store>,
@@ -129,59 +184,96 @@ impl Cache {
         digest: &Digest,
     ) -> Result<Option<Arc<Fetch>>, ProxyError> {
         // One request at a time decides, per digest: the others then join
-        // its fetch, or find the blob stored.
+        // its fetch, find the blob stored, or share its failure.
+        let asked = Instant::now();
         let lock = self.lock(format!("blob {digest}"));
         let _one = lock.lock().await;
-        if let Some(f) = self.fetches.lock().unwrap().get(digest) {
+        if let Some(failed) = self.failure_since(digest, asked) {
+            return Err(failed);
+        }
+        let running = self.fetches.lock().unwrap().get(digest).cloned();
+        if let Some(f) = running {
+            if f.repo != *repo {
+                self.upstream_has(repo, digest).await?;
+            }
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(f.clone()));
+            return Ok(Some(f));
         }
         let (s, d) = (store.clone(), digest.clone());
         let stored = tokio::task::spawn_blocking(move || s.blob_size(&d))
             .await
             .map_err(|e| StorageError::Unavailable(format!("storage task failed: {e}")))??;
         if stored.is_some() {
+            self.upstream_has(repo, digest).await?;
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let (size, resp) = self.get_blob(repo, digest).await?;
-        let spool = self
-            .spool
-            .join(format!("{}-{}", digest.hex(), rand::random::<u64>()));
-        let file = std::fs::File::create(&spool).map_err(|e| StorageError::io(&spool, e))?;
+        let (size, resp) = match self.get_blob(repo, digest).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.remember_failure(digest, &e);
+                return Err(e);
+            }
+        };
+        let file = self.spool_file().await?;
         let (tx, rx) = watch::channel(Progress::default());
         let fetch = Arc::new(Fetch {
             size,
-            spool,
+            repo: repo.clone(),
+            file: file.clone(),
             progress: rx,
         });
         self.fetches
             .lock()
             .unwrap()
             .insert(digest.clone(), fetch.clone());
-        let (cache, store, repo, digest) =
-            (self.clone(), store.clone(), repo.clone(), digest.clone());
-        let keep = fetch.clone();
+        let running = Running {
+            cache: self.clone(),
+            digest: digest.clone(),
+            tx,
+        };
+        let (store, repo, digest) = (store.clone(), repo.clone(), digest.clone());
         tokio::spawn(async move {
+            let cache = running.cache.clone();
             let mut tee = Tee {
                 body: resp.into_body(),
-                file: Arc::new(file),
+                file,
                 pending: Vec::new(),
                 pending_len: 0,
                 written: 0,
-                tx: &tx,
+                tx: &running.tx,
                 cache: &cache,
             };
             let outcome = store_blob(&store, &repo, &digest, &mut tee).await;
             if let Err(e) = &outcome {
                 tracing::warn!(repository = %repo, %digest, upstream = %cache.url, error = %e, "blob not cached");
             }
-            tx.send_modify(|p| p.outcome = Some(outcome));
+            // Out of the map first: a request from now on finds the blob
+            // stored, or starts afresh; never joins what ended.
             cache.fetches.lock().unwrap().remove(&digest);
-            drop(keep);
+            running.tx.send_modify(|p| p.outcome = Some(outcome));
         });
         Ok(Some(fetch))
+    }
+
+    /// A spool file: created in the cache's own directory, then unlinked at
+    /// once, so nothing is left behind and nobody can open it by name.
+    async fn spool_file(&self) -> Result<Arc<std::fs::File>, ProxyError> {
+        let path = self.spool.join(format!("{:016x}", rand::random::<u64>()));
+        let file = tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| StorageError::io(&path, e))?;
+            std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+            Ok::<_, StorageError>(f)
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("storage task failed: {e}")))??;
+        Ok(Arc::new(file))
     }
 }
 
@@ -305,8 +397,8 @@ impl Fetch {
     ) -> impl Stream<Item = io::Result<Bytes>> + Send {
         let rx = self.progress.clone();
         futures_util::stream::unfold(
-            (self, rx, start, None::<Arc<std::fs::File>>, false),
-            move |(fetch, mut rx, pos, file, failed)| async move {
+            (self, rx, start, false),
+            move |(fetch, mut rx, pos, failed)| async move {
                 if failed || pos >= end {
                     return None;
                 }
@@ -317,22 +409,15 @@ impl Fetch {
                             let e = io::Error::other(format!(
                                 "the upstream's blob was not stored: {why}"
                             ));
-                            return Some((Err(e), (fetch, rx, pos, file, true)));
+                            return Some((Err(e), (fetch, rx, pos, true)));
                         }
                         Some(Ok(())) => fetch.size,
                         None => p.written.min(fetch.size.saturating_sub(1)),
                     };
                     let until = available.min(end);
                     if until > pos {
-                        let file = match file {
-                            Some(f) => f,
-                            None => match std::fs::File::open(&fetch.spool) {
-                                Ok(f) => Arc::new(f),
-                                Err(e) => return Some((Err(e), (fetch, rx, pos, None, true))),
-                            },
-                        };
                         let n = (until - pos).min(READ);
-                        let f = file.clone();
+                        let f = fetch.file.clone();
                         let read = tokio::task::spawn_blocking(move || {
                             use std::os::unix::fs::FileExt;
                             let mut buf = vec![0u8; n as usize];
@@ -341,13 +426,13 @@ impl Fetch {
                         .await
                         .unwrap_or_else(|e| Err(io::Error::other(e)));
                         return Some(match read {
-                            Ok(b) => (Ok(b), (fetch, rx, pos + n, Some(file), false)),
-                            Err(e) => (Err(e), (fetch, rx, pos, Some(file), true)),
+                            Ok(b) => (Ok(b), (fetch, rx, pos + n, false)),
+                            Err(e) => (Err(e), (fetch, rx, pos, true)),
                         });
                     }
                     if rx.changed().await.is_err() {
                         let e = io::Error::other("the fetch from the upstream ended");
-                        return Some((Err(e), (fetch, rx, pos, file, true)));
+                        return Some((Err(e), (fetch, rx, pos, true)));
                     }
                 }
             },

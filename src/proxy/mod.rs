@@ -32,6 +32,7 @@ use crate::client::{self, Conn, Frames, Target};
 use crate::config::ProxyConfig;
 use crate::oci::media::ManifestKind;
 use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::prometheus;
 use crate::storage::{StorageError, Store};
 
 /// Why the cache cannot answer.
@@ -50,6 +51,16 @@ pub enum ProxyError {
     Storage(#[from] StorageError),
 }
 
+/// A failure, kept to be shared.
+#[derive(Clone, Debug)]
+enum Failure {
+    NotFound(String),
+    Unavailable {
+        why: String,
+        retry_after: Option<String>,
+    },
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct Stats {
@@ -59,6 +70,12 @@ pub struct Stats {
     pub coalesced: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub stale_served: AtomicU64,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
 }
 
 pub struct Cache {
@@ -77,6 +94,11 @@ pub struct Cache {
     spool: PathBuf,
     /// Until when the upstream asked not to be asked (`Retry-After`).
     quiet_until: Mutex<Option<Instant>>,
+    /// The upstream's last failure per tag or blob, for the requests that
+    /// waited for the same answer (they share it instead of asking again).
+    failures: DashMap<String, (Instant, Failure)>,
+    /// Upstream hosts a blob was redirected to (a CDN), set up once.
+    redirects: DashMap<String, Arc<Target>>,
     pub stats: Stats,
 }
 
@@ -102,8 +124,16 @@ impl Cache {
     pub fn new(config: &ProxyConfig) -> anyhow::Result<Cache> {
         let credentials = config.username.clone().zip(config.password.clone());
         let upstream = Target::new(&config.remoteurl, credentials, None)?;
-        let spool = std::env::temp_dir().join(format!("registry-proxy-{}", std::process::id()));
-        std::fs::create_dir_all(&spool)?;
+        // A directory of its own, that nobody else can enter.
+        let spool = std::env::temp_dir().join(format!(
+            "registry-proxy-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&spool)?;
+        }
         Ok(Cache {
             prefix: config.prefix.clone(),
             upstream: Arc::new(upstream),
@@ -115,6 +145,8 @@ impl Cache {
             fetches: Mutex::new(HashMap::new()),
             spool,
             quiet_until: Mutex::new(None),
+            failures: DashMap::new(),
+            redirects: DashMap::new(),
             stats: Stats::default(),
         })
     }
@@ -124,6 +156,39 @@ impl Cache {
         &self.url
     }
 
+    /// Keep `e` a moment for the requests waiting on `key`.
+    fn remember_failure(&self, key: impl ToString, e: &ProxyError) {
+        let f = match e {
+            ProxyError::NotFound(what) => Failure::NotFound(what.clone()),
+            ProxyError::Unavailable {
+                why, retry_after, ..
+            } => Failure::Unavailable {
+                why: why.clone(),
+                retry_after: retry_after.clone(),
+            },
+            ProxyError::Storage(_) => return,
+        };
+        if self.failures.len() > 10_000 {
+            self.failures
+                .retain(|_, (at, _)| at.elapsed() < Duration::from_secs(60));
+        }
+        self.failures.insert(key.to_string(), (Instant::now(), f));
+    }
+
+    /// The failure on `key` that came after `since`, if one did.
+    fn failure_since(&self, key: impl ToString, since: Instant) -> Option<ProxyError> {
+        let entry = self.failures.get(&key.to_string())?;
+        let (at, f) = entry.value();
+        (*at >= since).then(|| match f.clone() {
+            Failure::NotFound(what) => ProxyError::NotFound(what),
+            Failure::Unavailable { why, retry_after } => ProxyError::Unavailable {
+                upstream: self.url.clone(),
+                why,
+                retry_after,
+            },
+        })
+    }
+
     /// The name the upstream knows `repo` by.
     fn remote<'r>(&self, repo: &'r RepoName) -> &'r str {
         repo.as_str()
@@ -131,12 +196,12 @@ impl Cache {
             .unwrap_or(repo.as_str())
     }
 
-    fn conn(&self) -> Conn {
-        self.pool
-            .lock()
-            .unwrap()
-            .pop()
-            .unwrap_or_else(|| Conn::new(self.upstream.clone()))
+    /// A connection to the upstream, and whether it was kept from before.
+    fn conn(&self) -> (Conn, bool) {
+        match self.pool.lock().unwrap().pop() {
+            Some(c) => (c, true),
+            None => (Conn::new(self.upstream.clone()), false),
+        }
     }
 
     fn give_back(&self, conn: Conn) {
@@ -175,10 +240,21 @@ impl Cache {
                 ));
             }
         }
-        let mut conn = self.conn();
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
-        let resp = match conn.send(method, path, &headers, Frames::empty()).await {
+        let (mut conn, pooled) = self.conn();
+        let resp = match conn
+            .send(method.clone(), path, &headers, Frames::empty())
+            .await
+        {
             Ok(r) => r,
+            // A kept connection the upstream has closed meanwhile: once
+            // more on a new one.
+            Err(_) if pooled => {
+                conn = Conn::new(self.upstream.clone());
+                conn.send(method, path, &headers, Frames::empty())
+                    .await
+                    .map_err(|e| self.unavailable(format!("{e:#}"), None))?
+            }
             Err(e) => return Err(self.unavailable(format!("{e:#}"), None)),
         };
         let status = resp.status();
@@ -333,70 +409,115 @@ impl Cache {
         tag: &Tag,
     ) -> Result<(), ProxyError> {
         let key = (repo.clone(), tag.clone());
-        let fresh = |c: &Cache| c.confirmed.get(&key).is_some_and(|at| at.elapsed() < c.ttl);
         let reference = Reference::Tag(tag.clone());
-        if fresh(self) && Self::local(store, repo, &reference).await?.is_some() {
+        let fresh = self
+            .confirmed
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < self.ttl);
+        let cached = Self::local(store, repo, &reference).await?;
+        if fresh && cached.is_some() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         let asked = Instant::now();
-        let lock = self.lock(format!("{repo}:{tag}"));
-        let _one = lock.lock().await;
+        let name = format!("{repo}:{tag}");
+        let lock = self.lock(name.clone());
+        // With a cached copy, no pull waits longer than one check may take,
+        // however many wait before it.
+        let _one = match cached {
+            Some(_) => match tokio::time::timeout(TAG_CHECK, lock.lock()).await {
+                Ok(guard) => guard,
+                Err(_) => return self.stale(repo, tag, "another check of this tag is slow"),
+            },
+            None => lock.lock().await,
+        };
         let local = Self::local(store, repo, &reference).await?;
-        // Another request confirmed it while this one waited.
         if local.is_some() && self.confirmed.get(&key).is_some_and(|at| *at >= asked) {
+            // Another request confirmed it while this one waited.
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let check = self.tag_digest(repo, tag);
-        let answer = match local {
-            Some(_) => tokio::time::timeout(TAG_CHECK, check)
+        if let Some(failed) = self.failure_since(&name, asked) {
+            // Another request found the upstream failing meanwhile.
+            return match local {
+                Some(_) => self.stale(repo, tag, &failed.to_string()),
+                None => Err(failed),
+            };
+        }
+        let refresh = self.refresh_tag(store, repo, tag, local.as_ref());
+        let result = match local {
+            Some(_) => tokio::time::timeout(TAG_CHECK, refresh)
                 .await
                 .unwrap_or_else(|_| {
                     Err(self.unavailable(format!("no answer within {TAG_CHECK:?}"), None))
                 }),
-            None => check.await,
+            None => refresh.await,
         };
-        let upstream = match answer {
-            Ok(d) => d,
-            Err(ProxyError::Unavailable { why, .. }) if local.is_some() => {
-                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(repository = %repo, tag = %tag, upstream = %self.url, reason = %why, "upstream unavailable: serving the cached tag");
-                return Ok(());
+        match result {
+            Ok(()) => {
+                if self.confirmed.len() > 10_000 {
+                    let ttl = self.ttl;
+                    self.confirmed.retain(|_, at| at.elapsed() < ttl);
+                }
+                self.confirmed.insert(key, Instant::now());
+                Ok(())
             }
-            Err(e) => return Err(e),
-        };
-        let Some(digest) = upstream else {
-            if local.is_some() {
-                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(repository = %repo, tag = %tag, upstream = %self.url, "the upstream no longer has this tag: serving the cached one");
-                return Ok(());
+            Err(ProxyError::Storage(e)) => Err(e.into()),
+            Err(e) => {
+                self.remember_failure(&name, &e);
+                match local {
+                    Some(_) => self.stale(repo, tag, &e.to_string()),
+                    None => Err(e),
+                }
             }
+        }
+    }
+
+    /// Serve the cached tag, saying why.
+    fn stale(&self, repo: &RepoName, tag: &Tag, why: &str) -> Result<(), ProxyError> {
+        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(repository = %repo, tag = %tag, upstream = %self.url, reason = %why, "upstream unavailable: serving the cached tag");
+        Ok(())
+    }
+
+    /// Ask the upstream what `tag` names, and store it if it is new here.
+    async fn refresh_tag(
+        &self,
+        store: &Arc<Store>,
+        repo: &RepoName,
+        tag: &Tag,
+        local: Option<&Digest>,
+    ) -> Result<(), ProxyError> {
+        let Some(digest) = self.tag_digest(repo, tag).await? else {
             return Err(ProxyError::NotFound(format!("manifest {repo}:{tag}")));
         };
-        if local.as_ref() == Some(&digest) {
+        if local == Some(&digest) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
-            let by_digest = Reference::Digest(digest.clone());
-            let (bytes, content_type) = match Self::local(store, repo, &by_digest).await? {
-                // The content is here already: only the tag moves.
-                Some(_) => {
-                    let (s, r, b) = (store.clone(), repo.clone(), by_digest.clone());
-                    let m = tokio::task::spawn_blocking(move || s.get_manifest(&r, &b))
-                        .await
-                        .map_err(|e| {
-                            StorageError::Unavailable(format!("storage task failed: {e}"))
-                        })??;
-                    (m.bytes, Some(m.media_type.to_string()))
-                }
-                None => self.fetch_manifest(repo, &digest).await?,
-            };
-            self.store_manifest(store, repo, reference, bytes, content_type)
-                .await?;
+            return Ok(());
         }
-        self.confirmed.insert(key, Instant::now());
-        Ok(())
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let by_digest = Reference::Digest(digest.clone());
+        let (bytes, content_type) = match Self::local(store, repo, &by_digest).await? {
+            // The content is here already: only the tag moves.
+            Some(_) => {
+                let (s, r, b) = (store.clone(), repo.clone(), by_digest.clone());
+                let m = tokio::task::spawn_blocking(move || s.get_manifest(&r, &b))
+                    .await
+                    .map_err(|e| {
+                        StorageError::Unavailable(format!("storage task failed: {e}"))
+                    })??;
+                (m.bytes, Some(m.media_type.to_string()))
+            }
+            None => self.fetch_manifest(repo, &digest).await?,
+        };
+        self.store_manifest(
+            store,
+            repo,
+            Reference::Tag(tag.clone()),
+            bytes,
+            content_type,
+        )
+        .await
     }
 
     /// The digest `tag` names upstream; `None` if the upstream has no such
@@ -416,8 +537,10 @@ impl Cache {
             return Ok(Some(d));
         }
         let (conn, resp) = self.ask(Method::GET, &path, Some(&accept)).await?;
-        if resp.status() != StatusCode::OK {
-            return Ok(None);
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            s => return Err(self.unavailable(format!("it answered {s} for {repo}:{tag}"), None)),
         }
         let bytes = client::collect(resp)
             .await
@@ -499,8 +622,8 @@ impl Caches {
                 let _ = writeln!(
                     out,
                     "{name}{{prefix=\"{}\",upstream=\"{}\"}} {}",
-                    c.prefix,
-                    c.url,
+                    prometheus::label(&c.prefix),
+                    prometheus::label(&c.url),
                     counter(&c.stats).load(Ordering::Relaxed)
                 );
             }

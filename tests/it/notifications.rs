@@ -157,6 +157,41 @@ fn an_endpoint_down_for_a_while_gets_every_event_in_order() {
 }
 
 #[test]
+fn events_an_endpoint_rejects_are_dropped_after_the_threshold() {
+    // 400 to the first three POSTs: the events themselves are refused.
+    let r = Receiver::start_refusing(3, http::StatusCode::BAD_REQUEST);
+    let extra = endpoint("picky", &r.url, "      threshold: 3\n      backoff: 50ms\n");
+    let s = Server::start_with(Opts {
+        extra: notifications(&[extra]),
+        ..Opts::default()
+    });
+    let c = Client::new(&s);
+    c.push_blob("team/app", b"first");
+    // Once the first is dropped, later events flow.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric_of(
+        &s,
+        "registry_notifications_events_dropped_total{endpoint=\"picky\"}",
+    ) == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "never dropped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = c.push_blob("team/app", b"second");
+    let events = r.wait_for(1);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["target"]["digest"], second);
+}
+
+fn metric_of(s: &Server, series: &str) -> u64 {
+    String::from_utf8(Client::new(s).get("/metrics").body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
 fn each_endpoint_ignores_what_it_is_told_to() {
     let (no_pulls, no_blobs, off) = (Receiver::start(0), Receiver::start(0), Receiver::start(0));
     let s = Server::start_with(Opts {
@@ -254,18 +289,7 @@ fn endpoint_mistakes_stop_the_start_with_their_name() {
             "notifications.endpoints[0].timeout",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\nnotifications:\n  endpoints:\n{extra}",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let (code, out) = run_to_exit(&["serve", cfg.to_str().unwrap()], &[]);
-        assert_ne!(code, 0, "{extra}");
+        let out = refused_start(&format!("notifications:\n  endpoints:\n{extra}"));
         assert!(out.contains(want), "{want} not in: {out}");
     }
 }

@@ -368,6 +368,11 @@ fn several_upstreams_by_prefix_with_pushes_beside() {
         .expect(200, None);
     c.call("POST", "/v2/hub/library/app/blobs/uploads/", &[], None)
         .expect(405, Some("UNSUPPORTED"));
+    // A blob of a local repository is not served through a cached name by
+    // its digest: the upstream does not have it there.
+    let secret = c.push_blob("team/mine", b"private bytes");
+    c.get(&format!("/v2/hub/library/app/blobs/{secret}"))
+        .expect(404, Some("BLOB_UNKNOWN"));
     // Nothing under a prefix is a local name: unknown upstream, unknown here.
     c.get("/v2/hub/library/none/manifests/1")
         .expect(404, Some("MANIFEST_UNKNOWN"));
@@ -393,18 +398,7 @@ fn cache_mistakes_stop_the_start_with_their_name() {
         ("caches:\n  - prefix: a/\n    remote: http://h:1\n", "unknown key \"remote\""),
         ("proxy:\n  remoteurl: http://h:1\n  username: u\n", "go together"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n{extra}",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let (code, out) = run_to_exit(&["serve", cfg.to_str().unwrap()], &[]);
-        assert_ne!(code, 0, "{extra}");
+        let out = refused_start(extra);
         assert!(out.contains(want), "{want} not in: {out}");
     }
 }

@@ -134,8 +134,9 @@ fn answer_head(
 }
 
 /// In a pull-through cache, a blob this repository lacks: linked from
-/// another repository of the store if it is there, else fetched from the
-/// upstream while it is streamed (HEAD only asks its size). `None`: the
+/// another repository of the store if it is there and the upstream has it
+/// under this name, else fetched from the upstream while it is streamed
+/// (HEAD only asks its size). `None`: the
 /// store now has it, serve it as usual.
 async fn pull_through(
     app: &App,
@@ -148,15 +149,19 @@ async fn pull_through(
     let (linked, stored) = app
         .blocking(move |s| Ok((s.blob_linked(&r, &d)?, s.blob_size(&d)?.is_some())))
         .await?;
+    let failed = |e| pull_through::error(e, ErrorCode::BlobUnknown);
     if linked || stored {
         if !linked {
+            // Stored for another repository: linked here only if the
+            // upstream serves it under this name too (no reading of other
+            // repositories' content by digest).
+            cache.upstream_has(repo, digest).await.map_err(failed)?;
             let (r, d) = (repo.clone(), digest.clone());
             app.blocking(move |s| s.mount_blob(&r, &d, None)).await?;
         }
         cache.stats.hits.fetch_add(1, Ordering::Relaxed);
         return Ok(None);
     }
-    let failed = |e| pull_through::error(e, ErrorCode::BlobUnknown);
     if req.method() == Method::HEAD {
         let size = cache.blob_size(repo, digest).await.map_err(failed)?;
         return Ok(Some(respond(StatusCode::OK, &blob_headers(digest, size))));

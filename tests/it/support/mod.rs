@@ -380,6 +380,25 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// Start the server with `extra` appended to a minimal config; it must
+/// refuse to start. What it printed.
+#[track_caller]
+pub fn refused_start(extra: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n{extra}",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_to_exit(&["serve", cfg.to_str().unwrap()], &[]);
+    assert_ne!(code, 0, "started with {extra}");
+    out
+}
+
 pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);

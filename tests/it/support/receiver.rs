@@ -26,6 +26,12 @@ pub struct Receiver {
 impl Receiver {
     /// Answer the first `refuse` POSTs with 500, the rest with 200.
     pub fn start(refuse: usize) -> Receiver {
+        Receiver::start_refusing(refuse, StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// Answer the first `refuse` POSTs with `status`, the rest with 200.
+    pub fn start_refusing(refuse: usize, status: StatusCode) -> Receiver {
+        let refusal = status;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}/events", listener.local_addr().unwrap());
@@ -56,7 +62,7 @@ impl Receiver {
                                     .unwrap_or_default();
                                 let status = if refd.load(Ordering::SeqCst) < refuse {
                                     refd.fetch_add(1, Ordering::SeqCst);
-                                    StatusCode::INTERNAL_SERVER_ERROR
+                                    refusal
                                 } else {
                                     rec.lock().unwrap().push(Received {
                                         headers: parts.headers,
