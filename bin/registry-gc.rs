@@ -36,6 +36,10 @@ struct Cli {
     /// Run a pass every INTERVAL until SIGTERM or SIGINT (e.g. 6h).
     #[arg(long, value_parser = duration)]
     interval: Option<Duration>,
+    /// Expire what pull-through caches (`proxy`, `caches`) hold that nobody
+    /// pulled for this long (e.g. 168h); a later pull fetches it again.
+    #[arg(long, value_parser = duration)]
+    cache_unused: Option<Duration>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -61,6 +65,16 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         delete_untagged: cli.delete_untagged,
         grace: cli.grace,
         upload_age: config.storage.uploadpurging.age,
+        expire_cached: match cli.cache_unused {
+            None => None,
+            Some(_) if config.caches.is_empty() => anyhow::bail!(
+                "--cache-unused: the config names no pull-through cache (proxy or caches)"
+            ),
+            Some(unused) => Some(gc::expire::Expire {
+                unused,
+                prefixes: config.caches.iter().map(|c| c.prefix.clone()).collect(),
+            }),
+        },
     };
     let storage = config.storage.clone();
     let stop = Arc::new(AtomicBool::new(false));

@@ -72,6 +72,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 delete_untagged,
                 grace,
                 upload_age: config.storage.uploadpurging.age,
+                expire_cached: None,
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
             let report = registry::gc::collect_store(&config.storage, &options, &|_| {}, &stop)?;

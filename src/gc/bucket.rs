@@ -92,6 +92,11 @@ pub fn collect(
         ..Report::default()
     };
 
+    if let Some(expire) = &options.expire_cached {
+        progress("expiring cached manifests nobody pulled");
+        report.cached_manifests_expired =
+            super::expire::cached(backend.objects(), &layout, expire, options.dry_run, stop)?;
+    }
     let started = Instant::now();
     progress("marking");
     // The markers first: a claim after this point shows as a change.

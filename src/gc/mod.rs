@@ -20,6 +20,7 @@
 //! the pass reports it and deletes nothing.
 
 mod bucket;
+pub mod expire;
 mod mark;
 mod sweep;
 
@@ -43,6 +44,8 @@ pub struct Options {
     pub grace: Duration,
     /// Upload sessions idle longer than this are removed.
     pub upload_age: Duration,
+    /// Cached manifests nobody pulled for a while go first (`expire`).
+    pub expire_cached: Option<expire::Expire>,
 }
 
 /// What a pass found and did.
@@ -59,6 +62,8 @@ pub struct Report {
     pub links_deleted: usize,
     pub uploads_deleted: usize,
     pub temp_files_deleted: usize,
+    /// Manifests of pull-through caches that nobody pulled for the limit.
+    pub cached_manifests_expired: usize,
     /// Candidates a concurrent push touched between the mark and their
     /// deletion: put back and kept.
     pub kept_in_use: usize,
@@ -123,6 +128,12 @@ pub fn collect(
         .checked_sub(options.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
 
+    if let Some(expire) = &options.expire_cached {
+        progress("expiring cached manifests nobody pulled");
+        let files = crate::storage::backend::fs::Filesystem::new(layout.tmp_dir());
+        report.cached_manifests_expired =
+            expire::cached(&files, &layout, expire, options.dry_run, stop)?;
+    }
     let started = Instant::now();
     progress("marking");
     let marked = mark::mark(&layout, options, cutoff, stop)?;
@@ -206,6 +217,17 @@ impl Report {
             self.uploads_deleted,
             self.temp_files_deleted,
         );
+        if self.cached_manifests_expired > 0 {
+            out.push_str(&format!(
+                "\n{} cached manifests nobody pulled {}",
+                self.cached_manifests_expired,
+                if self.dry_run {
+                    "would expire"
+                } else {
+                    "expired"
+                }
+            ));
+        }
         if self.kept_in_use > 0 {
             out.push_str(&format!(
                 "\n{} candidates kept: a push used them during the pass",

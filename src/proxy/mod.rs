@@ -99,9 +99,13 @@ pub struct Cache {
     failures: DashMap<String, (Instant, Failure)>,
     /// Upstream hosts a blob was redirected to (a CDN), set up once.
     redirects: DashMap<String, Arc<Target>>,
+    /// When each manifest's pull was last written down (`note_pulled`).
+    pulled: DashMap<(RepoName, Digest), Instant>,
     pub stats: Stats,
 }
 
+/// A pull is written down at most this often per manifest.
+const PULL_NOTE: Duration = Duration::from_secs(3600);
 /// The longest pause an upstream's `Retry-After` imposes.
 const MAX_QUIET: Duration = Duration::from_secs(300);
 /// How long a tag's check may take when the store has the tag: past it,
@@ -147,6 +151,7 @@ impl Cache {
             quiet_until: Mutex::new(None),
             failures: DashMap::new(),
             redirects: DashMap::new(),
+            pulled: DashMap::new(),
             stats: Stats::default(),
         })
     }
@@ -518,6 +523,30 @@ impl Cache {
             content_type,
         )
         .await
+    }
+
+    /// Write down that `digest` was pulled from `repo` (at most hourly per
+    /// manifest, in the background), so that `registry-gc --cache-unused`
+    /// keeps what is in use.
+    pub fn note_pulled(&self, store: &Arc<Store>, repo: &RepoName, digest: &Digest) {
+        let key = (repo.clone(), digest.clone());
+        if self
+            .pulled
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < PULL_NOTE)
+        {
+            return;
+        }
+        if self.pulled.len() > 100_000 {
+            self.pulled.retain(|_, at| at.elapsed() < PULL_NOTE);
+        }
+        self.pulled.insert(key, Instant::now());
+        let (s, r, d) = (store.clone(), repo.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = s.note_pulled(&r, &d) {
+                tracing::warn!(repository = %r, digest = %d, error = %e, "cannot note a pull");
+            }
+        });
     }
 
     /// The digest `tag` names upstream; `None` if the upstream has no such

@@ -274,6 +274,16 @@ impl Store {
         self.changed(repo)
     }
 
+    /// Rewrite a manifest's revision link: its time says when a pull-through
+    /// cache last served it (`gc::expire`).
+    pub fn note_pulled(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
+        let link = self.layout.revision_link(repo, digest);
+        if self.backend.exists(&link)? {
+            self.backend.write_link(&link, digest)?;
+        }
+        Ok(())
+    }
+
     /// When each of `tags` was last pointed at a manifest: the time its
     /// link was written (`None` for a tag gone since). Concurrent in a bucket.
     pub fn tags_pushed(

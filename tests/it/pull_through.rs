@@ -402,3 +402,58 @@ fn cache_mistakes_stop_the_start_with_their_name() {
         assert!(out.contains(want), "{want} not in: {out}");
     }
 }
+
+#[test]
+fn cached_content_nobody_pulled_is_collected() {
+    let up = Server::start();
+    let u = Client::new(&up);
+    let (a, a_layer, _) = push_big(&u, "library/app", "a", 5000, 12);
+    let (b, b_layer, b_bytes) = push_big(&u, "library/app", "b", 5000, 13);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let opts = Opts {
+        extra: format!("proxy:\n  remoteurl: http://{}\n", up.addr),
+        ..Opts::default()
+    };
+    let mut cache = Server::start_at(&root, opts.clone());
+    let c = Client::new(&cache);
+    for (tag, layer) in [("a", &a_layer), ("b", &b_layer)] {
+        c.get(&format!("/v2/library/app/manifests/{tag}"))
+            .expect(200, None);
+        c.get(&format!("/v2/library/app/blobs/{layer}"))
+            .expect(200, None);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // A new process (its notes of pulls start empty) serves b again: b's
+    // pull is written down; a's is 2.5 s old.
+    cache.kill9();
+    let cache = Server::start_at(&root, opts);
+    let c = Client::new(&cache);
+    c.get("/v2/library/app/manifests/b").expect(200, None);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let (code, report, err) = run_gc(&cache.config, &["--cache-unused", "2s", "--grace", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["cached_manifests_expired"], 1, "{report}");
+    assert!(!cache.has_blob(&a_layer), "what only a used is freed");
+    assert!(!cache.has_blob(&a), "a's manifest too");
+    assert!(
+        cache.has_blob(&b_layer) && cache.has_blob(&b),
+        "b was pulled: kept"
+    );
+    // Pulled again, a comes back from the upstream.
+    let m = c.get("/v2/library/app/manifests/a");
+    m.expect(200, None);
+    assert_eq!(m.header("docker-content-digest"), Some(a.as_str()));
+    c.get(&format!("/v2/library/app/blobs/{a_layer}"))
+        .expect(200, None);
+    assert_eq!(
+        c.get(&format!("/v2/library/app/blobs/{b_layer}")).body,
+        b_bytes
+    );
+
+    let plain = Server::start();
+    let (code, _, err) = run_gc(&plain.config, &["--cache-unused", "1h"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("names no pull-through cache"), "{err}");
+}

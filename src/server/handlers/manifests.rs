@@ -21,7 +21,7 @@ pub(super) async fn get(
 ) -> Result<Response<Body>, ApiError> {
     super::pull_through::manifest(app, &repo, &reference).await?;
     let head = req.method() == Method::HEAD;
-    let r = reference.clone();
+    let (r, repo_name) = (reference.clone(), repo.clone());
     let (digest, size, media_type, bytes) = if head {
         let (d, size, mt) = app.blocking(move |s| s.stat_manifest(&repo, &r)).await?;
         (d, size, mt, None)
@@ -29,6 +29,9 @@ pub(super) async fn get(
         let m = app.blocking(move |s| s.get_manifest(&repo, &r)).await?;
         (m.digest, m.bytes.len() as u64, m.media_type, Some(m.bytes))
     };
+    if let Some(cache) = app.caches.for_repo(&repo_name) {
+        cache.note_pulled(&app.store, &repo_name, &digest);
+    }
     let accept: Vec<&str> = req
         .headers()
         .get_all(http::header::ACCEPT)
