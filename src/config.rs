@@ -1817,6 +1817,36 @@ health:
     }
 
     #[test]
+    fn a_cache_from_distribution_s_environment_variables() {
+        let c = parse_env(
+            "version: 0.1\n",
+            &[
+                ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+                ("REGISTRY_PROXY_USERNAME", "me"),
+                ("REGISTRY_PROXY_PASSWORD", "token"),
+                ("REGISTRY_PROXY_TTL", "5m"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.caches,
+            [ProxyConfig {
+                prefix: String::new(),
+                remoteurl: "https://registry-1.docker.io".into(),
+                username: Some("me".into()),
+                password: Some("token".into()),
+                ttl: Duration::from_secs(300),
+            }]
+        );
+        let week = parse("proxy:\n  remoteurl: http://h:1\n  ttl: 168h\n").unwrap();
+        assert!(week.warnings.iter().any(|w| w.contains("proxy.ttl 168h")));
+        assert!(parse("proxy:\n  remoteurl: http://u:p@h:1\n")
+            .unwrap_err()
+            .to_string()
+            .contains("not in the URL"));
+    }
+
+    #[test]
     fn unimplemented_key_warns_by_name() {
         let c = parse("redis:\n  addr: x\nhttp:\n  secret: x\n  draintimeout: 5s\n").unwrap();
         assert_eq!(c.http.secret.as_deref(), Some("x"));
