@@ -83,6 +83,19 @@ impl Harness {
     fn conn(&self) -> Conn {
         Conn::new(self.target.clone())
     }
+
+    /// GET `path` on `conn` with `headers`, expecting `want`; the body's length.
+    fn get(&self, conn: &mut Conn, path: &str, headers: &[(&str, &str)], want: StatusCode) -> u64 {
+        self.rt.block_on(async {
+            let resp = conn
+                .send(Method::GET, path, headers, Frames::empty())
+                .await
+                .unwrap();
+            drain(expect(resp, want, "GET").await.unwrap())
+                .await
+                .unwrap()
+        })
+    }
 }
 
 fn uploads(c: &mut Criterion) {
@@ -116,16 +129,8 @@ fn downloads(c: &mut Criterion) {
             .unwrap();
     }
     let mut get = |path: &str, range: Option<&str>, want: StatusCode| -> u64 {
-        h.rt.block_on(async {
-            let headers: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
-            let resp = conn
-                .send(Method::GET, path, &headers, Frames::empty())
-                .await
-                .unwrap();
-            drain(expect(resp, want, "GET").await.unwrap())
-                .await
-                .unwrap()
-        })
+        let headers: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
+        h.get(&mut conn, path, &headers, want)
     };
     let mut g = c.benchmark_group("download");
     let small_path = format!("/v2/bench/download/blobs/{}", small.digest);
@@ -196,17 +201,7 @@ fn listings(c: &mut Criterion) {
         b.iter(|| index.tags(&many, 1000, None).unwrap().items.len())
     });
     let mut conn = h.conn();
-    let mut get = |path: &str| -> u64 {
-        h.rt.block_on(async {
-            let resp = conn
-                .send(Method::GET, path, &[], Frames::empty())
-                .await
-                .unwrap();
-            drain(expect(resp, StatusCode::OK, "GET").await.unwrap())
-                .await
-                .unwrap()
-        })
-    };
+    let mut get = |path: &str| h.get(&mut conn, path, &[], StatusCode::OK);
     g.bench_function("HTTP: GET _catalog?n=1000 from the middle of 10,001", |b| {
         b.iter(|| get("/v2/_catalog?n=1000&last=bench/r05000"))
     });
@@ -240,17 +235,7 @@ fn pages(c: &mut Criterion) {
     for (label, extra) in [("open", ""), ("rules", rules)] {
         let h = Harness::start_with(write_many_repos, extra);
         let mut conn = h.conn();
-        let mut get = |path: &str| -> u64 {
-            h.rt.block_on(async {
-                let resp = conn
-                    .send(Method::GET, path, &[], Frames::empty())
-                    .await
-                    .unwrap();
-                drain(expect(resp, StatusCode::OK, "GET").await.unwrap())
-                    .await
-                    .unwrap()
-            })
-        };
+        let mut get = |path: &str| h.get(&mut conn, path, &[], StatusCode::OK);
         let mut g = c.benchmark_group(format!("pages, 100,000 repositories, {label}"));
         for (name, path) in [
             ("list: first page", "/"),
@@ -276,17 +261,7 @@ fn pull_through(c: &mut Criterion) {
         &format!("proxy:\n  remoteurl: http://{}\n", up.target.authority),
     );
     let (mut to_up, mut to_cache) = (up.conn(), cache.conn());
-    let get = |conn: &mut Conn, h: &Harness, path: &str| -> u64 {
-        h.rt.block_on(async {
-            let resp = conn
-                .send(Method::GET, path, &[], Frames::empty())
-                .await
-                .unwrap();
-            drain(expect(resp, StatusCode::OK, "GET").await.unwrap())
-                .await
-                .unwrap()
-        })
-    };
+    let get = |conn: &mut Conn, h: &Harness, path: &str| h.get(conn, path, &[], StatusCode::OK);
     let maker = BlobMaker::new(64 * MIB);
     let mut g = c.benchmark_group("pull-through, 64 MiB blob");
     g.throughput(Throughput::Bytes(64 * MIB as u64));

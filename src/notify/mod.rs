@@ -10,7 +10,6 @@
 pub mod event;
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -92,15 +91,15 @@ impl Notifier {
             ),
         ];
         for (name, kind, help, value) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for e in &self.endpoints {
-                let _ = writeln!(
-                    out,
-                    "{name}{{endpoint=\"{}\"}} {}",
-                    prometheus::label(&e.config.name),
-                    value(e)
-                );
-            }
+            let rows: Vec<(String, u64)> = self
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let labels = format!("endpoint=\"{}\"", prometheus::label(&e.config.name));
+                    (labels, value(e))
+                })
+                .collect();
+            prometheus::family(out, name, kind, help, &rows);
         }
     }
 }

@@ -17,7 +17,6 @@
 mod fetch;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -646,16 +645,19 @@ impl Caches {
             ),
         ];
         for (name, help, counter) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for c in &self.list {
-                let _ = writeln!(
-                    out,
-                    "{name}{{prefix=\"{}\",upstream=\"{}\"}} {}",
-                    prometheus::label(&c.prefix),
-                    prometheus::label(&c.url),
-                    counter(&c.stats).load(Ordering::Relaxed)
-                );
-            }
+            let rows: Vec<(String, u64)> = self
+                .list
+                .iter()
+                .map(|c| {
+                    let labels = format!(
+                        "prefix=\"{}\",upstream=\"{}\"",
+                        prometheus::label(&c.prefix),
+                        prometheus::label(&c.url)
+                    );
+                    (labels, counter(&c.stats).load(Ordering::Relaxed))
+                })
+                .collect();
+            prometheus::family(out, name, "counter", help, &rows);
         }
     }
 }

@@ -7,16 +7,7 @@
 use crate::auth::htpasswd_server;
 use crate::support::webdriver::Browser;
 use crate::support::*;
-
-const RULES: &str = "access:
-  rules:
-    - repositories: [\"public/*\"]
-      users: [anonymous]
-      actions: [pull]
-    - repositories: [\"*\"]
-      users: [alice]
-      actions: [\"*\"]
-";
+use crate::web::RULES;
 
 /// An image whose config carries hostile labels.
 fn push_labelled(c: &Client, repo: &str, tag: &str) -> String {

@@ -7,7 +7,7 @@ use crate::auth::{htpasswd_server, write_htpasswd};
 use crate::support::*;
 
 /// Anonymous may pull `public/*`; alice may do everything.
-const RULES: &str = "access:
+pub(crate) const RULES: &str = "access:
   rules:
     - repositories: [\"public/*\"]
       users: [anonymous]
