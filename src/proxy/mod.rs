@@ -524,6 +524,44 @@ impl Cache {
         .await
     }
 
+    /// The upstream's tags of `repo` (`query`: its `n` and `last`, passed
+    /// on), named by the local name; with whether more follow.
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        query: &str,
+    ) -> Result<(Vec<String>, bool), ProxyError> {
+        let mut path = format!("/v2/{}/tags/list", self.remote(repo));
+        if !query.is_empty() {
+            path = format!("{path}?{query}");
+        }
+        let (conn, resp) = self.ask(Method::GET, &path, None).await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(ProxyError::NotFound(format!("repository {repo}")))
+            }
+            s => {
+                return Err(
+                    self.unavailable(format!("it answered {s} for the tags of {repo}"), None)
+                )
+            }
+        }
+        let more = client::header(&resp, "link").is_some_and(|l| l.contains("rel=\"next\""));
+        let bytes = client::collect(resp)
+            .await
+            .map_err(|e| self.unavailable(format!("{e:#}"), None))?;
+        self.give_back(conn);
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let list: List = serde_json::from_slice(&bytes)
+            .map_err(|e| self.unavailable(format!("its tag list is not JSON: {e}"), None))?;
+        Ok((list.tags.unwrap_or_default(), more))
+    }
+
     /// Write down that `digest` was pulled from `repo` (at most hourly per
     /// manifest, in the background), so that `registry-gc --cache-unused`
     /// keeps what is in use.

@@ -109,6 +109,9 @@ fn pulls_are_fetched_once_then_served_even_with_the_upstream_down() {
     assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
     c.get(&format!("/v2/library/app/blobs/{layer}"))
         .expect(200, None);
+    // The tag list: the cached tags while the upstream cannot be asked.
+    let tags = c.get("/v2/library/app/tags/list").json();
+    assert_eq!(tags["tags"], serde_json::json!(["1.0"]));
     let miss = c.get("/v2/library/app/manifests/2.0");
     miss.expect(503, Some("UNAVAILABLE"));
     assert!(
@@ -200,6 +203,18 @@ fn tags_follow_the_upstream_unless_trusted_for_a_ttl() {
         Some(first.as_str()),
         "within the ttl the cached tag is served without asking"
     );
+    // The tag list is the upstream's, uncached tags included, paged.
+    push_big(&u, "team/app", "other", 10, 6);
+    let r = Client::new(&fresh).get("/v2/team/app/tags/list?n=1");
+    r.expect(200, None);
+    assert_eq!(r.json()["tags"], serde_json::json!(["latest"]));
+    assert_eq!(r.json()["name"], "team/app");
+    assert_eq!(
+        r.header("link"),
+        Some("</v2/team/app/tags/list?last=latest&n=1>; rel=\"next\"")
+    );
+    let all = Client::new(&fresh).get("/v2/team/app/tags/list").json();
+    assert_eq!(all["tags"], serde_json::json!(["latest", "other"]));
     // By digest, both serve either image.
     for d in [&first, &second] {
         Client::new(&trusting)

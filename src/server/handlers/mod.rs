@@ -63,6 +63,10 @@ async fn answer(
         }
         (Route::Catalog, _) => not_allowed("GET"),
         (Route::Tags(repo), &Method::GET) => {
+            let q = req.uri().query().unwrap_or("");
+            if let Some(answer) = pull_through::tags(app, &repo, q).await {
+                return answer;
+            }
             listings::catch_up(app).await?;
             listings::tags(app, &req, &repo)
         }

@@ -6,6 +6,9 @@ use http::Method;
 
 use crate::oci::{ErrorCode, Reference, RepoName};
 use crate::proxy::ProxyError;
+use http::Response;
+
+use crate::server::body::Body;
 use crate::server::error::ApiError;
 use crate::server::route::Route;
 use crate::server::App;
@@ -47,6 +50,52 @@ pub(super) async fn manifest(
         .ensure_manifest(&app.store, repo, reference)
         .await
         .map_err(|e| error(e, ErrorCode::ManifestUnknown))
+}
+
+/// The tags of a cached repository, as the upstream lists them (its
+/// `n` and `last` passed on); `None` if no cache serves `repo`, or the
+/// upstream cannot be asked (then the cached tags are listed).
+pub(super) async fn tags(
+    app: &App,
+    repo: &RepoName,
+    query: &str,
+) -> Option<Result<Response<Body>, ApiError>> {
+    let cache = app.caches.for_repo(repo)?;
+    match cache.tags(repo, query).await {
+        Ok((tags, more)) => {
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "name": repo.as_str(), "tags": tags }))
+                    .unwrap_or_default();
+            let mut resp = super::json_response(http::StatusCode::OK, body, &Method::GET);
+            if let (true, Some(last)) = (more, tags.last()) {
+                let n = form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == "n")
+                    .map(|(_, v)| v.into_owned());
+                let mut qs = form_urlencoded::Serializer::new(String::new());
+                qs.append_pair("last", last);
+                if let Some(n) = n {
+                    qs.append_pair("n", &n);
+                }
+                let link = format!(
+                    "<{}/v2/{repo}/tags/list?{}>; rel=\"next\"",
+                    app.config.http.prefix.trim_end_matches('/'),
+                    qs.finish()
+                );
+                if let Ok(v) = http::HeaderValue::from_str(&link) {
+                    resp.headers_mut().insert(http::header::LINK, v);
+                }
+            }
+            Some(Ok(resp))
+        }
+        Err(ProxyError::NotFound(what)) => Some(Err(error(
+            ProxyError::NotFound(what),
+            ErrorCode::NameUnknown,
+        ))),
+        Err(e) => {
+            tracing::warn!(repository = %repo, reason = %e, "listing the cached tags: the upstream cannot be asked");
+            None
+        }
+    }
 }
 
 /// A cache of another registry takes no pushes or deletes, as
