@@ -43,6 +43,12 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = registry::config::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Exit 0 if the registry of CONFIG answers /healthz on this machine
+    /// (for a container's HEALTHCHECK, which has no shell or curl).
+    Healthcheck {
+        #[arg(default_value = "/etc/docker/registry/config.yml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
 fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Healthcheck { config } => healthcheck(config),
         Command::GarbageCollect {
             config,
             dry_run,
@@ -138,4 +145,52 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: draining requests in flight");
+}
+
+/// GET /healthz of the registry CONFIG describes, on loopback: plain HTTP,
+/// or, with TLS, a connection accepted is enough (its certificate names the
+/// public host, not 127.0.0.1).
+fn healthcheck(config: PathBuf) -> anyhow::Result<()> {
+    use std::time::Duration;
+    let config = Config::load(&config)?;
+    let port: u16 = config
+        .http
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .with_context(|| format!("http.addr {:?} names no port", config.http.addr))?;
+    let addr = format!("127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let check = async {
+            if config.http.tls.is_some() {
+                tokio::net::TcpStream::connect(&addr).await?;
+                return Ok(());
+            }
+            let target = std::sync::Arc::new(registry::client::Target::new(
+                &format!("http://{addr}"),
+                None,
+                None,
+            )?);
+            let resp = registry::client::Conn::new(target)
+                .send(
+                    http::Method::GET,
+                    "/healthz",
+                    &[],
+                    registry::client::Frames::empty(),
+                )
+                .await?;
+            anyhow::ensure!(
+                resp.status() == http::StatusCode::OK,
+                "{addr} answered {} to /healthz",
+                resp.status()
+            );
+            Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(5), check)
+            .await
+            .map_err(|_| anyhow::anyhow!("{addr} did not answer /healthz within 5 s"))?
+    })
 }

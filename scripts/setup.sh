@@ -10,7 +10,7 @@ set -euo pipefail
 PACKAGES=(
 	curl jq bc ca-certificates openssl apache2-utils python3-venv nginx-light
 	skopeo podman buildah containerd docker.io busybox-static
-	docker-registry chromium chromium-driver
+	docker-registry chromium chromium-driver systemd
 )
 
 missing=()

@@ -3,7 +3,8 @@
 # system, then the API and S3 integration tests again with the stores in a
 # SeaweedFS bucket, then the end-to-end runs with real clients against the
 # registry binary that `cargo test` built (plain, then with htpasswd logins
-# over HTTPS, then as dockerd's registry mirror), then the compatibility tests with Debian's docker-registry on
+# over HTTPS, then as dockerd's registry mirror), then the container image
+# with registry:2's recipes, then the compatibility tests with Debian's docker-registry on
 # a shared data directory, then the client suite through nginx to two nodes
 # on one bucket, the compatibility test on one bucket, and registry-gc
 # against Distribution's collector on one bucket. Needs root (the tests mount
@@ -73,6 +74,11 @@ echo "== the pull-through cache as dockerd's registry mirror"
 scripts/e2e-mirror.sh "$bin" 2>&1 | tee "$log/e2e-mirror.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 count "$log/e2e-mirror.log" '^e2e-mirror: [0-9]+ passed, [0-9]+ failed'
+
+echo "== the container image (a static release build) with registry:2's recipes, and the systemd unit"
+scripts/e2e-image.sh 2>&1 | tee "$log/e2e-image.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+count "$log/e2e-image.log" '^e2e-image: [0-9]+ passed, [0-9]+ failed'
 
 echo "== garbage collection against Distribution's, on a store Distribution wrote"
 scripts/gc-compat.sh "$bin" target/debug/registry-gc 2>&1 | tee "$log/gc-compat.log"
