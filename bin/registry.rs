@@ -52,7 +52,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `registry CONFIG.yml` serves it, as registry:2's entry point does with
+    // a config path for its only argument.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 2 {
+        let first = args[1].to_string_lossy();
+        if first.ends_with(".yml") || first.ends_with(".yaml") {
+            args.insert(1, "serve".into());
+        }
+    }
+    let cli = Cli::parse_from(args);
     match try_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

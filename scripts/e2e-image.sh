@@ -151,8 +151,9 @@ storage:
 http:
   addr: 127.0.0.1:$P3
 CFG
+	# The config's path as the only argument, as registry:2 takes it.
 	dk run -d --network host --name registry-config \
-		-v "$WORK/config.yml:/etc/docker/registry/config.yml" "$IMAGE"
+		-v "$WORK/config.yml:/etc/docker/registry/config.yml" "$IMAGE" /etc/docker/registry/config.yml
 	wait_serving "$P3" || { dk logs registry-config; fail_now "the mounted config is not served"; }
 	dk tag e2e-image/base:latest "127.0.0.1:$P3/e2e/base:1"
 	dk push "127.0.0.1:$P3/e2e/base:1"
@@ -189,7 +190,7 @@ step "recipe: docker exec registry bin/registry garbage-collect CONFIG; registry
 step "recipe: docker restart keeps the data" s_restart
 step "recipe: docker stop: SIGTERM ends PID 1 cleanly" s_stop
 step "recipe: REGISTRY_AUTH=htpasswd + /auth/htpasswd, docker login, push" s_htpasswd
-step "recipe: a mounted /etc/docker/registry/config.yml" s_mounted_config
+step "recipe: a mounted /etc/docker/registry/config.yml, its path as the argument" s_mounted_config
 step "docker: stop dockerd (and its containerd) by pid" s_dk_stop "$DOCKERD_PID" "$DOCKERD_CTD_PID"
 
 E2E_DONE=1

@@ -99,6 +99,13 @@ fn unimplemented_keys_are_logged_by_name() {
         "{err}"
     );
     assert!(err.contains("cannot listen on 192.0.2.1:5000"), "{err}");
+    // A config path alone is served, as registry:2's entry point does.
+    let (code, err) = run_to_exit(
+        &[cfg.to_str().unwrap()],
+        &[("REGISTRY_HTTP_ADDR", "192.0.2.1:5000")],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot listen on 192.0.2.1:5000"), "{err}");
 }
 
 #[test]
