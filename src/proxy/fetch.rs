@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
-use super::{Cache, ProxyError};
+use super::{blocking, Cache, ProxyError};
 use crate::client::{self, Conn, Frames, Target};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteSource, StorageError, Store};
@@ -200,9 +200,7 @@ impl Cache {
             return Ok(Some(f));
         }
         let (s, d) = (store.clone(), digest.clone());
-        let stored = tokio::task::spawn_blocking(move || s.blob_size(&d))
-            .await
-            .map_err(|e| StorageError::Unavailable(format!("storage task failed: {e}")))??;
+        let stored = blocking(move || s.blob_size(&d)).await?;
         if stored.is_some() {
             self.upstream_has(repo, digest).await?;
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
@@ -261,7 +259,7 @@ impl Cache {
     /// once, so nothing is left behind and nobody can open it by name.
     async fn spool_file(&self) -> Result<Arc<std::fs::File>, ProxyError> {
         let path = self.spool.join(format!("{:016x}", rand::random::<u64>()));
-        let file = tokio::task::spawn_blocking(move || {
+        let file = blocking(move || {
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -269,10 +267,9 @@ impl Cache {
                 .open(&path)
                 .map_err(|e| StorageError::io(&path, e))?;
             std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
-            Ok::<_, StorageError>(f)
+            Ok(f)
         })
-        .await
-        .map_err(|e| StorageError::Unavailable(format!("storage task failed: {e}")))??;
+        .await?;
         Ok(Arc::new(file))
     }
 }
@@ -285,9 +282,8 @@ async fn store_blob(
     tee: &mut Tee<'_>,
 ) -> Result<(), String> {
     let (s, r) = (store.clone(), repo.clone());
-    let id = tokio::task::spawn_blocking(move || s.create_upload(&r))
+    let id = blocking(move || s.create_upload(&r))
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     match store
         .complete_upload(repo, &id, digest, None, Some(tee))

@@ -317,11 +317,10 @@ impl Cache {
         reference: &Reference,
     ) -> Result<Option<Digest>, ProxyError> {
         let (s, r, reff) = (store.clone(), repo.clone(), reference.clone());
-        match tokio::task::spawn_blocking(move || s.resolve(&r, &reff)).await {
-            Ok(Ok(d)) => Ok(Some(d)),
-            Ok(Err(StorageError::ManifestUnknown(_) | StorageError::NameUnknown)) => Ok(None),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(StorageError::Unavailable(format!("storage task failed: {e}")).into()),
+        match blocking(move || s.resolve(&r, &reff)).await {
+            Ok(d) => Ok(Some(d)),
+            Err(StorageError::ManifestUnknown(_) | StorageError::NameUnknown) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -398,11 +397,8 @@ impl Cache {
         content_type: Option<String>,
     ) -> Result<(), ProxyError> {
         let (s, r) = (store.clone(), repo.clone());
-        tokio::task::spawn_blocking(move || {
-            s.put_cached_manifest(&r, &reference, &bytes, content_type.as_deref())
-        })
-        .await
-        .map_err(|e| StorageError::Unavailable(format!("storage task failed: {e}")))??;
+        blocking(move || s.put_cached_manifest(&r, &reference, &bytes, content_type.as_deref()))
+            .await?;
         Ok(())
     }
 
@@ -505,11 +501,7 @@ impl Cache {
             // The content is here already: only the tag moves.
             Some(_) => {
                 let (s, r, b) = (store.clone(), repo.clone(), by_digest.clone());
-                let m = tokio::task::spawn_blocking(move || s.get_manifest(&r, &b))
-                    .await
-                    .map_err(|e| {
-                        StorageError::Unavailable(format!("storage task failed: {e}"))
-                    })??;
+                let m = blocking(move || s.get_manifest(&r, &b)).await?;
                 (m.bytes, Some(m.media_type.to_string()))
             }
             None => self.fetch_manifest(repo, &digest).await?,
@@ -698,4 +690,16 @@ impl Caches {
             prometheus::family(out, name, "counter", help, &rows);
         }
     }
+}
+
+/// Blocking store or file work, off the async threads; a task that could
+/// not finish is an unavailable store.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StorageError::Unavailable(format!(
+            "storage task failed: {e}"
+        )))
+    })
 }
