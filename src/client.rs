@@ -574,7 +574,12 @@ pub struct Frames {
     stream: Option<mpsc::Receiver<io::Result<Bytes>>>,
     /// Bytes still to send.
     len: u64,
+    /// Told each frame's length as the connection takes it.
+    meter: Option<Meter>,
 }
+
+/// Counts the bytes a body hands to its connection.
+pub type Meter = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl Frames {
     pub fn empty() -> Frames {
@@ -588,6 +593,7 @@ impl Frames {
             frames,
             stream: None,
             len,
+            meter: None,
         }
     }
 
@@ -598,7 +604,15 @@ impl Frames {
             frames: VecDeque::new(),
             stream: Some(rx),
             len,
+            meter: None,
         }
+    }
+
+    /// Tell `meter` the length of each frame as the connection takes it:
+    /// what a request actually sent, if it was cut.
+    pub fn metered(mut self, meter: Meter) -> Frames {
+        self.meter = Some(meter);
+        self
     }
 
     pub fn len(&self) -> u64 {
@@ -613,6 +627,7 @@ impl Frames {
                 frames: self.frames.clone(),
                 stream: None,
                 len: self.len,
+                meter: self.meter.clone(),
             }),
         }
     }
@@ -646,6 +661,9 @@ impl Body for Frames {
                     return Poll::Ready(Some(Err(io::Error::other("body longer than declared"))));
                 }
                 self.len -= f.len() as u64;
+                if let Some(meter) = &self.meter {
+                    meter(f.len() as u64);
+                }
                 Poll::Ready(Some(Ok(Frame::data(f))))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(e))),

@@ -39,6 +39,10 @@ pub struct PeerConfig {
     pub concurrency: usize,
     /// Blob bytes per second to or from this peer, as `50MiB`; none: no limit.
     pub bandwidth: Option<String>,
+    /// How long one request to this peer is tried again after no answer
+    /// or a busy one (429, 5xx), as `30s` or `5m` (default 2m); a blob's
+    /// transfer gets this long again whenever bytes move.
+    pub retry_for: Option<String>,
 }
 
 fn default_concurrency() -> usize {
@@ -163,6 +167,8 @@ impl Config {
                     Err(e) => bail!("peers.{name}.bandwidth: {e}"),
                 }
             }
+            p.retry_for()
+                .map_err(|e| anyhow::anyhow!("peers.{name}.retry_for: {e}"))?;
             if p.concurrency == 0 || p.concurrency > 256 {
                 bail!(
                     "peers.{name}.concurrency: {} must be from 1 to 256",
@@ -224,6 +230,14 @@ impl Config {
 }
 
 impl PeerConfig {
+    /// How long a request to this peer is retried.
+    pub fn retry_for(&self) -> anyhow::Result<Duration> {
+        match &self.retry_for {
+            None => Ok(crate::retry::DEFAULT_RETRY_FOR),
+            Some(d) => registry::config::parse_duration(d).map_err(|e| anyhow::anyhow!("{e}")),
+        }
+    }
+
     /// Bytes per second, if limited (checked when loading).
     pub fn bytes_per_sec(&self) -> Option<u64> {
         self.bandwidth
@@ -264,6 +278,7 @@ mod tests {
             (format!("{peers}rules:\n  - source: a\n    target: b\n    interval: soon\n"), "rules[0].interval"),
             (format!("{peers}rules:\n  - source: a\n    target: b\n    colour: red\n"), "unknown field `colour`"),
             (format!("{peers}rules:\n  - source: a\n    target: a\n"), "same peer"),
+            ("peers:\n  a:\n    url: http://h:1\n    retry_for: a while\n  b:\n    url: http://h:2\nrules:\n  - source: a\n    target: b\n".to_string(), "peers.a.retry_for"),
             ("peers:\n  a:\n    url: ftp://x\nrules: []\n".to_string(), "peers.a.url"),
             ("peers:\n  a:\n    path: /x\n  b:\n    url: http://h:1\nrules:\n  - source: b\n    target: a\n".to_string(), "can only be a source"),
         ] {

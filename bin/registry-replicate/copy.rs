@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use registry::oci::{Descriptor, Digest, Manifest, RepoName, Tag};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::config::Rule;
+use crate::counters::Counters;
 use crate::limit::{throttle, Limiter};
-use crate::peer::{backoff, retry, transient, Fetched, Peer, ATTEMPTS};
+use crate::peer::{Fetched, Peer};
+use crate::retry::StatusError;
+use http::StatusCode;
 use registry::client::join_all;
 
 /// Tags of one repository compared or copied at once.
@@ -24,20 +27,6 @@ const TAGS_AT_ONCE: usize = 8;
 const CHUNKED_ABOVE: u64 = 16 << 20;
 /// Size of those chunks (each PATCH holds one in memory).
 const CHUNK: u64 = 8 << 20;
-
-/// What a pass did, for the summary.
-#[derive(Default)]
-pub struct Counters {
-    pub tags_copied: AtomicU64,
-    pub tags_current: AtomicU64,
-    pub tags_deleted: AtomicU64,
-    pub manifests_copied: AtomicU64,
-    pub blobs_copied: AtomicU64,
-    pub blobs_present: AtomicU64,
-    pub blobs_mounted: AtomicU64,
-    pub blobs_resumed: AtomicU64,
-    pub bytes_copied: AtomicU64,
-}
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Summary {
@@ -52,9 +41,19 @@ pub struct Summary {
     pub blobs_copied: u64,
     pub blobs_present: u64,
     pub blobs_mounted: u64,
-    /// Uploads that went on from the target's offset after a cut.
+    /// Uploads that went on in the same session, from the offset the
+    /// target reported, after a cut or a busy answer.
     pub blobs_resumed: u64,
+    /// The sizes of the blobs sent: the bytes the copy needed.
     pub bytes_copied: u64,
+    /// Blob bytes handed to the target, sent again after a cut included.
+    pub bytes_sent: u64,
+    /// Blob bytes that arrived from the source, read again included.
+    pub bytes_received: u64,
+    /// Requests sent again, to either peer, after no answer or a busy one.
+    pub requests_retried: u64,
+    /// Source reads cut in the middle that went on from the byte reached.
+    pub reads_resumed: u64,
     pub seconds: f64,
     /// What could not be copied, each with the reason.
     pub failed: Vec<String>,
@@ -68,8 +67,9 @@ type Transfer = Arc<OnceCell<Result<String, String>>>;
 
 pub struct Pass<'a> {
     rule: &'a Rule,
-    source: &'a Peer,
-    target: &'a Peer,
+    /// The peers, counting into `counters`.
+    source: Peer,
+    target: Peer,
     dry_run: bool,
     stop: &'a AtomicBool,
     counters: Arc<Counters>,
@@ -95,13 +95,14 @@ impl<'a> Pass<'a> {
         dry_run: bool,
         stop: &'a AtomicBool,
     ) -> Pass<'a> {
+        let counters = Arc::<Counters>::default();
         Pass {
             rule,
-            source,
-            target,
+            source: source.counted(counters.clone()),
+            target: target.counted(counters.clone()),
             dry_run,
             stop,
-            counters: Arc::default(),
+            counters,
             failed: Mutex::default(),
             planned: Mutex::default(),
             transfers: Mutex::default(),
@@ -179,6 +180,10 @@ impl<'a> Pass<'a> {
             blobs_mounted: load(&c.blobs_mounted),
             blobs_resumed: load(&c.blobs_resumed),
             bytes_copied: load(&c.bytes_copied),
+            bytes_sent: load(&c.bytes_sent),
+            bytes_received: load(&c.bytes_received),
+            requests_retried: load(&c.requests_retried),
+            reads_resumed: load(&c.reads_resumed),
             seconds: start.elapsed().as_secs_f64(),
             failed: self.failed.into_inner().expect("lock"),
             planned: self.planned.into_inner().expect("lock"),
@@ -301,7 +306,9 @@ impl<'a> Pass<'a> {
             if !present {
                 let parsed = Manifest::parse(&m.bytes, Some(&m.media_type))
                     .map_err(|e| anyhow!("{}: {e}", m.digest))?;
-                for child in &parsed.manifests {
+                // Children side by side, then blobs side by side: the peers'
+                // own limits bound the requests in flight.
+                let children = parsed.manifests.iter().map(|child| async move {
                     let fetched = self
                         .source
                         .manifest(repo, &child.digest.to_string())
@@ -312,11 +319,19 @@ impl<'a> Pass<'a> {
                                 child.digest
                             )
                         })?;
-                    self.manifest(repo, dest, &fetched).await?;
-                }
-                for blob in parsed.required_blobs() {
-                    self.blob(repo, dest, blob).await?;
-                }
+                    self.manifest(repo, dest, &fetched).await
+                });
+                join_all(children)
+                    .await
+                    .into_iter()
+                    .collect::<anyhow::Result<Vec<()>>>()?;
+                let blobs = parsed
+                    .required_blobs()
+                    .map(|blob| self.blob(repo, dest, blob));
+                join_all(blobs)
+                    .await
+                    .into_iter()
+                    .collect::<anyhow::Result<Vec<()>>>()?;
                 self.target
                     .remote()?
                     .put_manifest(dest, &m.digest.to_string(), m)
@@ -400,17 +415,7 @@ impl<'a> Pass<'a> {
             if mounted {
                 c.blobs_mounted.fetch_add(1, Ordering::Relaxed);
             } else {
-                if d.size > CHUNKED_ABOVE {
-                    self.resumable(repo, dest, d).await?;
-                } else {
-                    let target = self.target.remote()?;
-                    retry(&format!("copying blob {}", d.digest), || async {
-                        let mut stream = self.source.open_blob(repo, &d.digest, d.size, 0).await?;
-                        stream.frames = throttle(stream.frames, self.limits.clone());
-                        target.upload(dest, &d.digest, stream).await
-                    })
-                    .await?;
-                }
+                self.send_blob(repo, dest, d).await?;
                 c.blobs_copied.fetch_add(1, Ordering::Relaxed);
                 c.bytes_copied.fetch_add(d.size, Ordering::Relaxed);
             }
@@ -423,49 +428,68 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    /// Send a large blob in chunks; after a cut, ask the target how much it
-    /// holds and go on from there rather than from the start.
-    async fn resumable(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {
+    /// Send a blob through one upload session: in one PUT when small, in
+    /// PATCHes of `CHUNK` bytes when large. After a cut or a busy answer,
+    /// ask the target how much it holds and go on from there, reading the
+    /// source from that byte on: nothing that arrived is sent twice.
+    async fn send_blob(&self, repo: &str, dest: &str, d: &Descriptor) -> anyhow::Result<()> {
         let target = self.target.remote()?;
         let mut up = target.start_upload(dest).await?;
-        let mut failures = 0;
-        // A target that reports more than the blob holds: start over.
-        while up.offset < d.size {
-            let sent = async {
-                let mut stream = self
-                    .source
-                    .open_blob(repo, &d.digest, d.size, up.offset)
-                    .await?;
-                stream.frames = throttle(stream.frames, self.limits.clone());
-                target.send_chunks(&mut up, stream, CHUNK).await
-            }
-            .await;
-            let Err(e) = sent else {
-                break;
+        let mut tries = target.retries();
+        let mut fresh_starts = 0;
+        loop {
+            let reached = up.offset;
+            let mut stream = self
+                .source
+                .open_blob(repo, &d.digest, d.size, up.offset)
+                .await?;
+            let source_failure = stream.source_failure();
+            stream.frames = throttle(stream.frames, self.limits.clone());
+            let sent = if d.size > CHUNKED_ABOVE {
+                match target.send_chunks(&mut up, stream, CHUNK).await {
+                    Ok(()) => target.finish_upload(&up, &d.digest).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                target.put_rest(&up, &d.digest, stream).await
             };
-            failures += 1;
-            if failures >= ATTEMPTS {
-                return Err(e.context(format!("sending {} at byte {}", d.digest, up.offset)));
+            let Err(e) = sent else {
+                return Ok(());
+            };
+            if let Some(why) = source_failure.get() {
+                bail!("reading the source: {why}");
             }
-            match transient(&e) {
-                Some(asked) => {
-                    tokio::time::sleep(asked.unwrap_or_else(|| backoff(failures))).await;
-                    // Where to go on from; a session the target lost, or
-                    // an offset past the blob, means a new session.
-                    match target.upload_offset(&mut up).await {
-                        Ok(()) if up.offset <= d.size => {
-                            tracing::info!(digest = %d.digest, offset = up.offset, error = %format!("{e:#}"), "resuming the upload");
-                            self.counters.blobs_resumed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => up = target.start_upload(dest).await?,
+            let what = format!("sending {} at byte {}", d.digest, up.offset);
+            // The target disagrees with what was sent: an offset it did not
+            // expect (416) is asked again, a blob it found wrong (400) is
+            // sent again from the start, at most twice; both count as tries.
+            let status = e.downcast_ref::<StatusError>().map(|s| s.status);
+            let start_over = status == Some(StatusCode::BAD_REQUEST) && fresh_starts < 2;
+            if start_over || status == Some(StatusCode::RANGE_NOT_SATISFIABLE) {
+                tries.after(anyhow!("{e:#}"), &what).await?;
+            } else {
+                tries.after(e, &what).await?;
+            }
+            if start_over {
+                fresh_starts += 1;
+                up = target.start_upload(dest).await?;
+                continue;
+            }
+            // Where to go on from; a session the target lost, or an offset
+            // past the blob, means a new session.
+            match target.upload_offset(&mut up).await {
+                Ok(()) if up.offset <= d.size => {
+                    tracing::info!(digest = %d.digest, offset = up.offset, "resuming the upload");
+                    self.counters.blobs_resumed.fetch_add(1, Ordering::Relaxed);
+                    // Bytes arrived since the last fault: the time to retry
+                    // starts again.
+                    if up.offset > reached {
+                        tries = target.retries();
                     }
                 }
-                // Refused (a 416 on an offset the target misreported, say):
-                // a new session from the start.
-                None => up = target.start_upload(dest).await?,
+                _ => up = target.start_upload(dest).await?,
             }
         }
-        target.finish_upload(&up, &d.digest).await
     }
 }
 
@@ -476,7 +500,7 @@ impl Summary {
 
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "{}: {} -> {}{}\n  tags: {} copied, {} already current, {} deleted\n  manifests copied: {}\n  blobs: {} sent ({:.1} MiB, {} resumed after a cut), {} mounted, {} already there\n  time: {:.2} s\n",
+            "{}: {} -> {}{}\n  tags: {} copied, {} already current, {} deleted\n  manifests copied: {}\n  blobs: {} sent ({:.1} MiB), {} mounted, {} already there\n  bytes: {:.1} MiB sent for {:.1} MiB needed, {:.1} MiB read from the source\n  faults: {} requests retried, {} reads and {} uploads resumed after a cut\n  time: {:.2} s\n",
             self.rule,
             self.source,
             self.target,
@@ -486,10 +510,15 @@ impl Summary {
             self.tags_deleted,
             self.manifests_copied,
             self.blobs_copied,
-            self.bytes_copied as f64 / (1 << 20) as f64,
-            self.blobs_resumed,
+            mib(self.bytes_copied),
             self.blobs_mounted,
             self.blobs_present,
+            mib(self.bytes_sent),
+            mib(self.bytes_copied),
+            mib(self.bytes_received),
+            self.requests_retried,
+            self.reads_resumed,
+            self.blobs_resumed,
             self.seconds
         );
         for p in &self.planned {
@@ -503,4 +532,8 @@ impl Summary {
         }
         out
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }

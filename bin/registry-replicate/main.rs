@@ -5,9 +5,12 @@
 
 mod config;
 mod copy;
+mod counters;
 mod limit;
 mod metrics;
 mod peer;
+mod remote;
+mod retry;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -92,13 +95,13 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
                 let target =
                     registry::client::Target::new(url, p.credentials(name)?, p.ca.as_deref())
                         .with_context(|| format!("peers.{name}"))?;
-                Peer::Remote(Remote::new(target, p.concurrency))
+                Peer::Remote(Remote::new(target, p.concurrency, p.retry_for()?))
             }
-            (None, Some(path), _) => Peer::Local(
+            (None, Some(path), _) => Peer::local(
                 LocalStore::open(LocalSource::Directory(path.clone()))
                     .with_context(|| format!("peers.{name}.path"))?,
             ),
-            (None, None, Some(config)) => Peer::Local(
+            (None, None, Some(config)) => Peer::local(
                 LocalStore::open(LocalSource::RegistryConfig(config.clone()))
                     .with_context(|| format!("peers.{name}.registry_config"))?,
             ),
@@ -165,7 +168,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             // (A store in a bucket is read again at each pass.)
             let wake = Arc::new(tokio::sync::Notify::new());
             if let Some(dir) = match &*source {
-                Peer::Local(store) => store.directory(),
+                Peer::Local(store, _) => store.directory(),
                 Peer::Remote(_) => None,
             } {
                 watchers.push(watch::tags(dir, wake.clone())?);
@@ -201,7 +204,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
 
 /// A status line on the terminal, redrawn every second: tags, blobs,
 /// bytes and the rate over the last second.
-async fn progress(rule: String, c: Arc<copy::Counters>) {
+async fn progress(rule: String, c: Arc<counters::Counters>) {
     let mut last = 0u64;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -17,6 +17,10 @@ struct Rule {
     tags_copied: AtomicU64,
     blobs_copied: AtomicU64,
     bytes_copied: AtomicU64,
+    bytes_sent: AtomicU64,
+    requests_retried: AtomicU64,
+    reads_resumed: AtomicU64,
+    writes_resumed: AtomicU64,
     /// Unix time (ms) at which the last pass that left nothing behind
     /// started: everything the source had then is on the target.
     in_sync_at_ms: AtomicU64,
@@ -53,6 +57,13 @@ impl Metrics {
         r.tags_copied.fetch_add(s.tags_copied, Ordering::Relaxed);
         r.blobs_copied.fetch_add(s.blobs_copied, Ordering::Relaxed);
         r.bytes_copied.fetch_add(s.bytes_copied, Ordering::Relaxed);
+        r.bytes_sent.fetch_add(s.bytes_sent, Ordering::Relaxed);
+        r.requests_retried
+            .fetch_add(s.requests_retried, Ordering::Relaxed);
+        r.reads_resumed
+            .fetch_add(s.reads_resumed, Ordering::Relaxed);
+        r.writes_resumed
+            .fetch_add(s.blobs_resumed, Ordering::Relaxed);
         if s.ok() {
             r.in_sync_at_ms.store(unix_ms(started), Ordering::Relaxed);
         }
@@ -61,7 +72,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let now = unix_ms(SystemTime::now());
         let mut out = String::new();
-        let series: [Series; 6] = [
+        let series: [Series; 10] = [
             ("registry_replicate_passes_total", "counter", "Passes finished.", &|r| r.passes.load(Ordering::Relaxed) as f64),
             ("registry_replicate_backlog", "gauge", "Tags the last pass could not copy.", &|r| r.backlog.load(Ordering::Relaxed) as f64),
             ("registry_replicate_lag_seconds", "gauge", "Seconds since the target last held everything the source had (since start if never).", &|r| {
@@ -73,7 +84,11 @@ impl Metrics {
             }),
             ("registry_replicate_tags_copied_total", "counter", "Tags copied or moved on the target.", &|r| r.tags_copied.load(Ordering::Relaxed) as f64),
             ("registry_replicate_blobs_copied_total", "counter", "Blobs sent to the target.", &|r| r.blobs_copied.load(Ordering::Relaxed) as f64),
-            ("registry_replicate_bytes_copied_total", "counter", "Blob bytes sent to the target.", &|r| r.bytes_copied.load(Ordering::Relaxed) as f64),
+            ("registry_replicate_bytes_copied_total", "counter", "Sizes of the blobs copied: the bytes the copies needed.", &|r| r.bytes_copied.load(Ordering::Relaxed) as f64),
+            ("registry_replicate_bytes_sent_total", "counter", "Blob bytes sent to the target, sent again after a cut included.", &|r| r.bytes_sent.load(Ordering::Relaxed) as f64),
+            ("registry_replicate_requests_retried_total", "counter", "Requests sent again after no answer or a busy one (429, 5xx).", &|r| r.requests_retried.load(Ordering::Relaxed) as f64),
+            ("registry_replicate_reads_resumed_total", "counter", "Source blob reads cut in the middle and continued with Range.", &|r| r.reads_resumed.load(Ordering::Relaxed) as f64),
+            ("registry_replicate_uploads_resumed_total", "counter", "Uploads continued from the target's offset after a cut or a busy answer.", &|r| r.writes_resumed.load(Ordering::Relaxed) as f64),
         ];
         for (name, kind, help, value) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

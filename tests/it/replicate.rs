@@ -57,8 +57,9 @@ fn push_layer_image(
 
 /// `size` bytes that differ with `seed`.
 fn noise(size: usize, seed: u32) -> Vec<u8> {
+    let start = seed.wrapping_mul(0x9E37_79B9);
     (0..size as u32)
-        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8)
+        .map(|i| (i.wrapping_add(start).wrapping_mul(2654435761) >> 24) as u8)
         .collect()
 }
 
@@ -386,6 +387,201 @@ fn busy_answers_and_a_cut_mid_blob_are_retried_and_resumed() {
     assert_eq!((code, n(&s[0], "blobs_copied")), (0, 0));
 }
 
+/// Images of every shape the copy takes: small blobs (one PUT each), a
+/// 24 MiB one (PATCHes of 8 MiB), an index; tags that share layers.
+fn push_assorted(c: &Client) -> Vec<(&'static str, &'static str)> {
+    let shared = noise(1 << 20, 7);
+    let mut images = vec![];
+    for (tag, seed) in [
+        ("v1", 1),
+        ("v2", 2),
+        ("v3", 3),
+        ("v4", 4),
+        ("v5", 5),
+        ("v6", 6),
+    ] {
+        let mut layer = shared.clone();
+        layer.extend(noise(2 << 20, seed));
+        push_layer_image(c, "fleet/app", Some(tag), tag, &layer);
+        images.push(("fleet/app", tag));
+    }
+    for (repo, seed) in [("fleet/tools", 11), ("fleet/db", 13), ("fleet/cache", 14)] {
+        push_layer_image(c, repo, Some("1"), repo, &noise(3 << 20, seed));
+        images.push((repo, "1"));
+    }
+    push_layer_image(c, "fleet/big", Some("1"), "big", &noise(24 << 20, 12));
+    push_index(c, "fleet/multi", "latest");
+    images.extend([("fleet/big", "1"), ("fleet/multi", "latest")]);
+    images
+}
+
+fn faulty_peers(source: &str, target: &str) -> String {
+    format!(
+        "peers:\n  a:\n    url: http://{source}\n    retry_for: 60s\n  b:\n    url: http://{target}\n    retry_for: 60s\nrules:\n  - source: a\n    target: b\n"
+    )
+}
+
+/// Both peers refuse a third of all requests (429 with Retry-After, or
+/// 503), the source cuts most of its blob answers in the middle and the
+/// target half of the uploads it receives. One pass copies everything:
+/// each request is retried on its own, reads go on with Range from the
+/// byte reached, uploads from the offset the target reports, and the
+/// bytes sent stay close to the bytes needed.
+#[test]
+fn one_pass_through_refusals_and_cuts_on_both_sides() {
+    use misbehaving::{MisbehavingRegistry, Misbehaviour, Tally};
+    let (a, b) = (Server::start(), Server::start());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    let images = push_assorted(&ca);
+    let source = MisbehavingRegistry::start(
+        &a.addr,
+        Misbehaviour {
+            refuse: 1.0 / 3.0,
+            cut_answers: 0.7,
+            seed: 1,
+            ..Default::default()
+        },
+    );
+    let target = MisbehavingRegistry::start(
+        &b.addr,
+        Misbehaviour {
+            refuse: 1.0 / 3.0,
+            cut_requests: 0.5,
+            seed: 2,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = faulty_peers(&source.addr, &target.addr);
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    let (st, tt) = (&source.tally, &target.tally);
+    let g = Tally::get;
+    eprintln!(
+        "source: {} requests, {} 429, {} 503, {} answers cut; target: {} requests, {} 429, {} 503, {} uploads cut; {} bytes needed, {} sent by the replicator, {} reached the target; {:?}",
+        g(&st.requests), g(&st.refused_429), g(&st.refused_503), g(&st.answers_cut),
+        g(&tt.requests), g(&tt.refused_429), g(&tt.refused_503), g(&tt.requests_cut),
+        s.first().map(|s| n(s, "bytes_copied")).unwrap_or(0),
+        s.first().map(|s| n(s, "bytes_sent")).unwrap_or(0),
+        g(&tt.bytes_in),
+        s.first(),
+    );
+    assert_eq!(code, 0, "{err}\n{s:?}");
+    let s = &s[0];
+    assert_eq!(n(s, "tags_copied"), images.len() as u64, "{s}");
+    for (repo, tag) in &images {
+        assert_same_content(&ca, &cb, repo, repo, tag);
+    }
+    // The faults happened, on both sides, and were counted.
+    assert!(
+        g(&st.refused_429) + g(&st.refused_503) >= 10,
+        "source refusals"
+    );
+    assert!(
+        g(&tt.refused_429) + g(&tt.refused_503) >= 10,
+        "target refusals"
+    );
+    assert!(g(&st.answers_cut) >= 2, "source cuts");
+    assert!(g(&tt.requests_cut) >= 2, "target cuts");
+    assert!(n(s, "requests_retried") >= 20, "{s}");
+    // (A cut the proxy made after the replicator had stopped reading, as
+    // when the target refused the upload, is not met by a resumed read.)
+    assert!(n(s, "reads_resumed") >= 1, "{s}");
+    assert!(n(s, "blobs_resumed") >= 1, "{s}");
+    // What crossed: every needed byte once, and not much more. A cut
+    // upload's bytes before the cut may be lost by the target, which then
+    // reports a lower offset; that is the only byte sent twice.
+    let needed = n(s, "bytes_copied");
+    let reached = g(&tt.bytes_in);
+    assert!(reached >= needed, "{reached} < {needed}");
+    assert!(
+        reached < needed + needed / 2,
+        "{reached} bytes reached the target for {needed} needed"
+    );
+    assert!(n(s, "bytes_sent") >= reached, "{s}");
+    // Again: nothing new, whatever the faults.
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 0, "{err}\n{s:?}");
+    assert_eq!(
+        (n(&s[0], "tags_current"), n(&s[0], "blobs_copied")),
+        (images.len() as u64, 0),
+        "{}",
+        s[0]
+    );
+}
+
+/// A source that ignores `Range` and cuts its answers: a cut read starts
+/// again from the first byte, and what was already passed on is skipped,
+/// so the target gets each byte once and the digest still checks.
+#[test]
+fn a_source_that_ignores_range_is_read_again_from_the_start() {
+    use misbehaving::{MisbehavingRegistry, Misbehaviour, Tally};
+    let (a, b) = (Server::start(), Server::start());
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    push_layer_image(&ca, "r/big", Some("1"), "big", &noise(24 << 20, 5));
+    push_layer_image(&ca, "r/small", Some("1"), "small", &noise(4 << 20, 6));
+    let source = MisbehavingRegistry::start(
+        &a.addr,
+        Misbehaviour {
+            cut_answers: 0.6,
+            ignore_range: true,
+            seed: 3,
+            ..Default::default()
+        },
+    );
+    let target = MisbehavingRegistry::start(&b.addr, Misbehaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (code, s, err) = replicate(dir.path(), &faulty_peers(&source.addr, &target.addr), &[]);
+    assert_eq!(code, 0, "{err}\n{s:?}");
+    let s = &s[0];
+    let cuts = Tally::get(&source.tally.answers_cut);
+    assert!(cuts >= 1, "no answer was cut");
+    assert_eq!(n(s, "reads_resumed"), cuts, "{s}");
+    assert_same_content(&ca, &cb, "r/big", "r/big", "1");
+    assert_same_content(&ca, &cb, "r/small", "r/small", "1");
+    // Read again from the start: more came from the source than was needed,
+    // but the target got each blob byte once (and two small manifests).
+    let needed = n(s, "bytes_copied");
+    assert!(n(s, "bytes_received") > needed, "{s}");
+    let reached = Tally::get(&target.tally.bytes_in);
+    assert!(
+        (needed..needed + (16 << 10)).contains(&reached),
+        "{reached} bytes reached the target for {needed} needed"
+    );
+    assert_eq!(n(s, "bytes_sent"), needed, "{s}");
+}
+
+/// A target that is always busy: the pass gives up after `retry_for`,
+/// naming the request and the tries, instead of waiting for ever.
+#[test]
+fn a_peer_busy_for_longer_than_retry_for_fails_in_bounded_time() {
+    use misbehaving::{MisbehavingRegistry, Misbehaviour};
+    let (a, b) = (Server::start(), Server::start());
+    Client::new(&a).push_image("r", "t", "busy");
+    let target = MisbehavingRegistry::start(
+        &b.addr,
+        Misbehaviour {
+            refuse: 1.0,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "peers:\n  a:\n    url: http://{}\n  b:\n    url: http://{}\n    retry_for: 3s\nrules:\n  - source: a\n    target: b\n",
+        a.addr, target.addr
+    );
+    let started = std::time::Instant::now();
+    let (code, s, err) = replicate(dir.path(), &yaml, &[]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    let failed = s[0]["failed"].to_string();
+    assert!(
+        failed.contains("r:t") && failed.contains("gave up after"),
+        "{failed}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(n(&s[0], "requests_retried") >= 2, "{}", s[0]);
+}
+
 #[test]
 fn an_unreachable_target_fails_the_run_and_names_what_is_missing() {
     let a = Server::start();
@@ -396,8 +592,10 @@ fn an_unreachable_target_fails_the_run_and_names_what_is_missing() {
         .unwrap()
         .to_string();
     let dir = tempfile::tempdir().unwrap();
+    // Each request is retried for 2 s; then the peer counts as down and
+    // the other requests fail at their first fault.
     let yaml = format!(
-        "{}rules:\n  - source: a\n    target: b\n",
+        "{}    retry_for: 2s\nrules:\n  - source: a\n    target: b\n",
         peers(&a.addr, &dead)
     );
     let (code, s, err) = replicate(dir.path(), &yaml, &[]);
@@ -544,6 +742,21 @@ fn the_daemon_follows_a_store_on_disk_serves_metrics_and_stops_on_sigterm() {
     assert_eq!(value("registry_replicate_backlog"), 0.0, "{text}");
     assert_eq!(value("registry_replicate_tags_copied_total"), 2.0, "{text}");
     assert!(value("registry_replicate_lag_seconds") < 15.0, "{text}");
+    // No faults here: every byte sent once, nothing retried or resumed.
+    let copied = value("registry_replicate_bytes_copied_total");
+    assert!(copied > 0.0, "{text}");
+    assert_eq!(
+        value("registry_replicate_bytes_sent_total"),
+        copied,
+        "{text}"
+    );
+    for name in [
+        "registry_replicate_requests_retried_total",
+        "registry_replicate_reads_resumed_total",
+        "registry_replicate_uploads_resumed_total",
+    ] {
+        assert_eq!(value(name), 0.0, "{name}: {text}");
+    }
     // SIGTERM: the daemon finishes and exits cleanly.
     Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])

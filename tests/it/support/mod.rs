@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses a different part of this
 
 pub mod distribution;
+pub mod misbehaving;
 pub mod pki;
 pub mod proxy;
 pub mod receiver;
