@@ -10,9 +10,14 @@
 #   usage: scripts/bench-replicate.sh [REGISTRY_BIN=target/release/registry]
 #              [REPLICATE_BIN=target/release/registry-replicate] [ROUNDS=2]
 #
+# SOURCE_BIN (default REGISTRY_BIN) serves the source: /usr/bin/docker-registry
+# compares the tools reading from CNCF Distribution.
+#
 # Data roots go under $BENCH_DIR (default: a temp dir on /var/tmp, i.e. a
 # real disk, not tmpfs). Only 127.0.0.1 is used; every server is stopped by
 # PID, and each tool run is bounded by `timeout` ($RUN_TIMEOUT, 600 s).
+# Runs are timed with $EPOCHREALTIME (no process of their own), so both
+# tools carry the same small overhead: `timeout` and the exec.
 set -euo pipefail
 REG=${1:-target/release/registry}
 REPL=${2:-target/release/registry-replicate}
@@ -23,6 +28,7 @@ for b in "$REG" "$REPL"; do [ -x "$b" ] || { echo "usage: $0 [REGISTRY_BIN] [REP
 for c in curl jq skopeo sha256sum awk timeout; do command -v "$c" >/dev/null || { echo "$c is missing" >&2; exit 2; }; done
 REG=$(realpath "$REG")
 REPL=$(realpath "$REPL")
+SOURCE_BIN=$(realpath "${SOURCE_BIN:-$REG}")
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 bench_workdir bench-replicate
@@ -45,7 +51,7 @@ next_port() { local p; p=$(free_port "$NEXT_PORT"); NEXT_PORT=$((p + 1)); echo "
 
 # --- Source -----------------------------------------------------------------
 P_SRC=$(free_port 5500)
-start src "$P_SRC"
+start_server src "$SOURCE_BIN" "$P_SRC"
 SRC=http://127.0.0.1:$P_SRC
 repos=()
 for i in $(seq -w 1 "$NREPOS"); do repos+=("bench/repo$i"); done
@@ -80,10 +86,15 @@ for repo in "${repos[@]}"; do
 			"$ch" "$(stat -c %s "$d/config-$tag.json")" "$(IFS=,; echo "${ldesc[*]}")" >"$d/manifest-$tag.json"
 	done
 done
-# One POST per blob (monolithic upload with ?digest=), 4 at a time.
+# One POST and one PUT per blob (Distribution answers a monolithic POST
+# with 202 and no blob), 4 at a time.
 # shellcheck disable=SC2016
-xargs -P 4 -L 1 bash -c 'code=$(curl -sS --max-time 120 -o /dev/null -w "%{http_code}" -X POST --data-binary "@$2" \
-	-H "Content-Type: application/octet-stream" "$0/v2/$1/blobs/uploads/?digest=sha256:$3") || exit 255
+xargs -P 4 -L 1 bash -c 'loc=$(curl -sS --max-time 30 -o /dev/null -D - -X POST "$0/v2/$1/blobs/uploads/" |
+		tr -d "\r" | awk "tolower(\$1) == \"location:\" {print \$2}") || exit 255
+	case $loc in /*) loc=$0$loc ;; esac
+	case $loc in *\?*) sep="&" ;; *) sep="?" ;; esac
+	code=$(curl -sS --max-time 120 -o /dev/null -w "%{http_code}" -X PUT --data-binary "@$2" \
+	-H "Content-Type: application/octet-stream" "$loc${sep}digest=sha256:$3") || exit 255
 	[ "$code" = 201 ] || { echo "push of $2 to $1 answered $code" >&2; exit 255; }' "$SRC" <"$gen/blobs" ||
 	die "filling the source"
 for repo in "${repos[@]}"; do
@@ -125,7 +136,7 @@ check_target() { # PORT WHO
 	done
 }
 
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.4f", b - a}'; }
 
 # --- Tool runs -------------------------------------------------------------------
 declare -A R # ours-first, ours-rerun, skopeo-first, skopeo-rerun: "t1 t2 ..."
@@ -152,10 +163,10 @@ YML
 	for pass in first rerun; do
 		out="$DIR/ours-$1-$pass"
 		sync
-		t0=$(date +%s.%N)
+		t0=$EPOCHREALTIME
 		rc=0
 		timeout "$RUN_TIMEOUT" "$REPL" "$f" --once --json >"$out.json" 2>"$out.err" || rc=$?
-		t1=$(date +%s.%N)
+		t1=$EPOCHREALTIME
 		if [ "$rc" != 0 ]; then
 			echo "registry-replicate ($pass, round $1) exited with $rc; stderr:" >&2; cat "$out.err" >&2
 			echo "stdout:" >&2; cat "$out.json" >&2
@@ -188,7 +199,7 @@ run_skopeo() { # ROUND
 	for pass in first rerun; do
 		out="$DIR/skopeo-$1-$pass"
 		sync
-		t0=$(date +%s.%N)
+		t0=$EPOCHREALTIME
 		rc=0
 		# Without --scoped, skopeo puts each image at DEST/<last path
 		# component of the source>, so DEST=…/bench lands bench/repoNN.
@@ -198,7 +209,7 @@ run_skopeo() { # ROUND
 		timeout "$RUN_TIMEOUT" skopeo --insecure-policy sync --preserve-digests \
 			--src yaml --dest docker --dest-tls-verify=false \
 			"$f" "127.0.0.1:$port/bench" >"$out.log" 2>&1 || rc=$?
-		t1=$(date +%s.%N)
+		t1=$EPOCHREALTIME
 		if [ "$rc" != 0 ]; then
 			echo "skopeo sync ($pass, round $1) exited with $rc:" >&2; tail -n 30 "$out.log" >&2
 			die "skopeo sync"
@@ -218,7 +229,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # --- Report ---------------------------------------------------------------------
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) printf "%.3f\n", a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) printf "%.4f\n", a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 nth() { echo "$1" | awk -v i="$2" '{print $i}'; }
 echo
 printf '%-7s %12s %12s %12s %12s\n' round "ours first" "ours re-run" "skopeo first" "skopeo re-run"

@@ -14,9 +14,10 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::config::Rule;
+use crate::content::Fetched;
 use crate::counters::Counters;
 use crate::limit::{throttle, Limiter};
-use crate::peer::{Fetched, Peer};
+use crate::peer::Peer;
 use crate::retry::StatusError;
 use http::StatusCode;
 use registry::client::join_all;
@@ -254,13 +255,18 @@ impl<'a> Pass<'a> {
             // Deleted while we looked.
             return Ok(());
         };
-        if self.target.manifest_digest(dest, tag).await? == Some(digest.clone()) {
-            self.counters.tags_current.fetch_add(1, Ordering::Relaxed);
-            // A signature or SBOM may have been attached since.
-            if !self.dry_run {
-                self.referrers(repo, dest, &digest).await?;
+        // The target's digest and the source's referrers side by side: a
+        // current tag (the common case) then costs two round trips, not
+        // three. A signature or SBOM may have been attached since.
+        let (theirs, referrers) = tokio::join!(self.target.manifest_digest(dest, tag), async {
+            match self.dry_run {
+                true => Ok(vec![]),
+                false => self.source.referrers(repo, &digest).await,
             }
-            return Ok(());
+        });
+        if theirs? == Some(digest.clone()) {
+            self.counters.tags_current.fetch_add(1, Ordering::Relaxed);
+            return self.copy_referrers(repo, dest, &digest, referrers?).await;
         }
         let m = self
             .source
@@ -347,7 +353,19 @@ impl<'a> Pass<'a> {
 
     /// Copy the manifests the source lists as referring to `subject`.
     async fn referrers(&self, repo: &str, dest: &str, subject: &Digest) -> anyhow::Result<()> {
-        for r in self.source.referrers(repo, subject).await? {
+        let listed = self.source.referrers(repo, subject).await?;
+        self.copy_referrers(repo, dest, subject, listed).await
+    }
+
+    /// Copy the manifests `listed` as referring to `subject`.
+    async fn copy_referrers(
+        &self,
+        repo: &str,
+        dest: &str,
+        subject: &Digest,
+        listed: Vec<Descriptor>,
+    ) -> anyhow::Result<()> {
+        for r in listed {
             let fetched = self
                 .source
                 .manifest(repo, &r.digest.to_string())

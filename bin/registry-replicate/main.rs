@@ -4,6 +4,7 @@
 //! until SIGTERM or SIGINT, which let the blobs in flight finish.
 
 mod config;
+mod content;
 mod copy;
 mod counters;
 mod limit;
@@ -24,7 +25,8 @@ use clap::Parser;
 
 use crate::config::Config;
 use crate::copy::{Pass, Summary};
-use crate::peer::{LocalSource, LocalStore, Peer, Remote};
+use crate::peer::{LocalSource, LocalStore, Peer};
+use crate::remote::Remote;
 
 #[derive(Parser)]
 #[command(
@@ -112,7 +114,7 @@ fn try_main(cli: Cli) -> anyhow::Result<bool> {
             limiters.insert(name.clone(), Arc::new(limit::Limiter::new(rate)));
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let stop = Arc::new(AtomicBool::new(false));

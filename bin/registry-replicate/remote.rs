@@ -17,8 +17,8 @@ use registry::client::{collect, header, next_frame, read_text, Conn, Frames, Met
 use registry::oci::{media, Descriptor, Digest, Manifest, Reference};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::content::{BlobStream, Feed, Fetched};
 use crate::counters::Counters;
-use crate::peer::{BlobStream, Feed, Fetched};
 use crate::retry::{retry, retry_after, BadAnswer, Health, Retries, StatusError};
 
 /// Every manifest type a copy may meet, for `Accept`.
