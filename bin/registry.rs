@@ -43,6 +43,24 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = registry::config::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Read every blob and check it against its digest, and check that every
+    /// manifest's config, layers and children are there; each problem is
+    /// reported with the images it breaks. Exit 0 if all is well, 1 if it
+    /// found problems, 2 if it could not run. Safe beside a running server
+    /// and collector.
+    Verify {
+        config: PathBuf,
+        /// Only the repositories whose names match this glob (`*` matches
+        /// any run, `/` included), and the blobs their manifests need.
+        #[arg(long)]
+        repository: Option<String>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Blobs read at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        readers: u16,
+    },
     /// Exit 0 if the registry of CONFIG answers /healthz on this machine
     /// (for a container's HEALTHCHECK, which has no shell or curl).
     Healthcheck {
@@ -62,6 +80,26 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse_from(args);
+    if let Command::Verify {
+        config,
+        repository,
+        json,
+        readers,
+    } = cli.command
+    {
+        let options = registry::verify::Options {
+            repositories: repository,
+            readers: readers.into(),
+        };
+        return match verify(&config, &options, json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("registry verify: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match try_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -75,6 +113,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Healthcheck { config } => healthcheck(config),
+        Command::Verify { .. } => unreachable!("answered in main"),
         Command::GarbageCollect {
             config,
             dry_run,
@@ -98,6 +137,67 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `registry verify`: true if no problem was found.
+fn verify(
+    path: &std::path::Path,
+    options: &registry::verify::Options,
+    json: bool,
+) -> anyhow::Result<bool> {
+    use std::sync::atomic::Ordering;
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let report = runtime.block_on(async {
+        let storage = config.storage.clone();
+        let where_ = registry::server::storage_name(&config);
+        let store = tokio::task::spawn_blocking(move || {
+            let store = storage.open(registry::storage::StoreOptions {
+                readonly: true,
+                ..Default::default()
+            })?;
+            anyhow::Ok((store.ready(), store))
+        })
+        .await?
+        .with_context(|| format!("cannot open the store of {}", path.display()))?;
+        let (ready, store) = store;
+        if !ready {
+            anyhow::bail!("{where_} holds no registry store");
+        }
+        let progress = std::sync::Arc::new(registry::verify::Progress::default());
+        // On a terminal, a line redrawn every second.
+        let line = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let p = progress.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                    eprint!(
+                        "\r\x1b[K{} manifests; blobs {} of {}, {:.1} MiB read",
+                        load(&p.manifests),
+                        load(&p.blobs_read),
+                        load(&p.blobs_total),
+                        load(&p.bytes_read) as f64 / (1 << 20) as f64
+                    );
+                }
+            })
+        });
+        let report = registry::verify::verify(store, options, &progress).await;
+        if let Some(line) = line {
+            line.abort();
+            eprint!("\r\x1b[K");
+        }
+        anyhow::Ok(report?)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.ok())
 }
 
 fn serve(path: PathBuf) -> anyhow::Result<()> {

@@ -18,12 +18,9 @@ bench_cleanup() {
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() { local p; for p in $(seq "$1" $(($1 + 99))); do port_free "$p" && { echo "$p"; return; }; done; return 1; }
 
-START_PID=
-# Start BIN serving a fresh root $DIR/NAME/data on 127.0.0.1:PORT, quiet,
-# and wait until /v2/ answers; sets START_PID and adds it to PIDS.
-start_server() { # NAME BIN PORT
-	mkdir -p "$DIR/$1"
-	cat >"$DIR/$1/config.yml" <<CFG
+# A quiet config for a server of a fresh root on 127.0.0.1:PORT.
+server_config() { # FILE ROOT PORT
+	cat >"$1" <<CFG
 version: 0.1
 log:
   level: error
@@ -31,12 +28,20 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $DIR/$1/data
+    rootdirectory: $2
   delete:
     enabled: true
 http:
   addr: 127.0.0.1:$3
 CFG
+}
+
+START_PID=
+# Start BIN serving a fresh root $DIR/NAME/data on 127.0.0.1:PORT, quiet,
+# and wait until /v2/ answers; sets START_PID and adds it to PIDS.
+start_server() { # NAME BIN PORT
+	mkdir -p "$DIR/$1"
+	server_config "$DIR/$1/config.yml" "$DIR/$1/data" "$3"
 	"$2" serve "$DIR/$1/config.yml" >"$DIR/$1/log" 2>&1 &
 	START_PID=$!
 	PIDS+=("$START_PID")

@@ -47,7 +47,7 @@ count "$log/cargo.log" 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed'
 # nature (a renamed root, the O_DIRECT writer, the bound on memory of the
 # file data path, files aged or corrupted by hand).
 echo "== cargo test (S3, SeaweedFS on $SEAWEEDFS_ENDPOINT)"
-cargo test --locked --test it -- on_s3:: nodes:: blobs:: manifests:: uploads:: api:: auth:: gc:: web:: notifications:: pull_through:: \
+cargo test --locked --test it -- on_s3:: nodes:: blobs:: manifests:: uploads:: api:: auth:: gc:: web:: notifications:: pull_through:: verify:: \
 	replicate::a_registry_config_names_the_store_to_read \
 	--skip gc::grace_keeps_recent_uploads_and_old_sessions_go \
 	--skip gc::unreadable_input_deletes_nothing \

@@ -76,6 +76,20 @@ pub struct StorageConfig {
     pub uploadpurging: UploadPurging,
 }
 
+impl StorageConfig {
+    /// Open the store this names: in a bucket (`storage.s3`) or under
+    /// `rootdirectory`.
+    pub fn open(
+        &self,
+        options: crate::storage::StoreOptions,
+    ) -> Result<std::sync::Arc<crate::storage::Store>, crate::storage::StorageError> {
+        match &self.s3 {
+            Some(s3) => crate::storage::Store::open_s3(s3, options),
+            None => crate::storage::Store::open(&self.rootdirectory, options),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct UploadPurging {
     pub enabled: bool,

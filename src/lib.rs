@@ -17,3 +17,4 @@ pub mod prometheus;
 pub mod proxy;
 pub mod server;
 pub mod storage;
+pub mod verify;

@@ -79,15 +79,16 @@ impl App {
             } else {
                 WriteMode::Buffered
             },
+            // Serve at once after a start; listings wait for the index.
+            index_in_background: true,
         };
-        let store = match &config.storage.s3 {
-            Some(s3) => Store::open_s3(s3, options),
-            None => Store::open(&config.storage.rootdirectory, options),
-        }
-        .map_err(|source| StartError::Storage {
-            root: storage_name(&config),
-            source,
-        })?;
+        let store = config
+            .storage
+            .open(options)
+            .map_err(|source| StartError::Storage {
+                root: storage_name(&config),
+                source,
+            })?;
         let mut fixed_headers = HeaderMap::new();
         fixed_headers.insert(
             "docker-distribution-api-version",
@@ -487,7 +488,13 @@ fn operator_endpoint(app: &App, path: &str, port: Port) -> Option<Response<Body>
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
             if app.store.ready() {
-                (StatusCode::OK, "text/plain", "ready\n".to_string())
+                let text = if app.store.index().is_complete() {
+                    "ready\n".to_string()
+                } else {
+                    // Pulls and pushes are served; listings wait for it.
+                    "ready; the index of repositories is still being built\n".to_string()
+                };
+                (StatusCode::OK, "text/plain", text)
             } else {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,

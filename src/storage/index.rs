@@ -3,10 +3,17 @@
 //!
 //! It is built from the layout at start and changed by the store's own
 //! writes, after the disk. The layout stays the truth.
+//!
+//! A server builds it in the background (`pending`, then `install`), so
+//! that it serves pulls and pushes at once after a start, whatever the
+//! size of the store: until it is complete, the repositories changed
+//! meanwhile are remembered and read again once it is in, and listings wait
+//! for it (`wait_complete`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
 
 use super::backend::{parse_link, Objects};
 use super::error::StorageError;
@@ -15,9 +22,12 @@ use crate::oci::{Digest, RepoName, Tag};
 
 type Tags = BTreeMap<Tag, Digest>;
 
-#[derive(Default)]
 pub struct Index {
     repos: RwLock<BTreeMap<RepoName, Tags>>,
+    /// While the first build runs: the repositories changed meanwhile.
+    changed_while_building: Mutex<Option<BTreeSet<RepoName>>>,
+    /// Whether it holds every repository.
+    complete: tokio::sync::watch::Sender<bool>,
 }
 
 /// One page of a sorted listing, and whether more follows it.
@@ -48,7 +58,62 @@ fn page<'a, K: Ord + Clone + 'a>(range: impl Iterator<Item = &'a K>, n: usize) -
     Page { items, more }
 }
 
+impl Default for Index {
+    /// An empty, complete index.
+    fn default() -> Self {
+        Index::with(BTreeMap::new())
+    }
+}
+
 impl Index {
+    fn with(repos: BTreeMap<RepoName, Tags>) -> Index {
+        Index {
+            repos: RwLock::new(repos),
+            changed_while_building: Mutex::new(None),
+            complete: tokio::sync::watch::Sender::new(true),
+        }
+    }
+
+    /// An empty index whose build is still to come (see `install`).
+    pub fn pending() -> Index {
+        Index {
+            repos: RwLock::default(),
+            changed_while_building: Mutex::new(Some(BTreeSet::new())),
+            complete: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Take a freshly built index in place of a pending one; returns the
+    /// repositories changed while it was being built, which the caller
+    /// reads again (`refresh_repo`) before calling `mark_complete`.
+    pub fn install(&self, fresh: Index) -> BTreeSet<RepoName> {
+        let mut changed = self.changed_while_building.lock().unwrap();
+        *self.repos.write().unwrap() = fresh.repos.into_inner().unwrap();
+        changed.take().unwrap_or_default()
+    }
+
+    pub fn mark_complete(&self) {
+        self.complete.send_replace(true);
+    }
+
+    pub fn is_complete(&self) -> bool {
+        *self.complete.borrow()
+    }
+
+    /// Wait until the index is complete, at most `limit`; whether it is.
+    pub async fn wait_complete(&self, limit: Duration) -> bool {
+        let mut rx = self.complete.subscribe();
+        let done = tokio::time::timeout(limit, rx.wait_for(|done| *done)).await;
+        matches!(done, Ok(Ok(_)))
+    }
+
+    /// Remember that `repo` changed, if the first build is still running.
+    fn note(&self, repo: &RepoName) {
+        if let Some(changed) = self.changed_while_building.lock().unwrap().as_mut() {
+            changed.insert(repo.clone());
+        }
+    }
+
     /// Walk `repositories/` once: a directory holding `_manifests` or
     /// `_layers` is a repository; its tags are `_manifests/tags/*/current/link`.
     pub fn build(objects: &dyn Objects, layout: &Layout) -> Result<Index, StorageError> {
@@ -76,9 +141,7 @@ impl Index {
                 }
             }
         }
-        Ok(Index {
-            repos: RwLock::new(repos),
-        })
+        Ok(Index::with(repos))
     }
 
     /// The same from one walk of every key under `repositories/` and a
@@ -110,9 +173,7 @@ impl Index {
                 repos.entry(repo).or_default().insert(tag, digest);
             }
         }
-        Ok(Index {
-            repos: RwLock::new(repos),
-        })
+        Ok(Index::with(repos))
     }
 
     pub fn repo_count(&self) -> usize {
@@ -193,6 +254,7 @@ impl Index {
 
     /// Note a repository; `true` if it was not known.
     pub fn add_repo(&self, repo: &RepoName) -> bool {
+        self.note(repo);
         let known = self.repos.read().unwrap().contains_key(repo);
         if known {
             return false;
@@ -219,6 +281,7 @@ impl Index {
         } else {
             None
         };
+        self.note(repo);
         let mut repos = self.repos.write().unwrap();
         match tags {
             Some(tags) => {
@@ -238,6 +301,7 @@ impl Index {
     }
 
     pub fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) {
+        self.note(repo);
         self.repos
             .write()
             .unwrap()
@@ -247,6 +311,7 @@ impl Index {
     }
 
     pub fn remove_tag(&self, repo: &RepoName, tag: &Tag) {
+        self.note(repo);
         if let Some(tags) = self.repos.write().unwrap().get_mut(repo) {
             tags.remove(tag);
         }
@@ -283,6 +348,31 @@ fn read_tags(
 mod tests {
     use super::*;
     use crate::storage::backend::fs::Filesystem;
+
+    #[tokio::test]
+    async fn a_pending_index_remembers_what_changed_until_it_is_installed() {
+        let index = Index::pending();
+        assert!(!index.is_complete());
+        let (a, b): (RepoName, RepoName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let d = Digest::sha256(b"m");
+        index.set_tag(&a, &"v1".parse().unwrap(), &d);
+        index.add_repo(&b);
+        assert!(
+            !index.wait_complete(Duration::from_millis(10)).await,
+            "complete before it was built"
+        );
+        // The build read the store before those writes: it knows neither.
+        let mut built = BTreeMap::new();
+        built.insert("c".parse::<RepoName>().unwrap(), Tags::new());
+        let changed = index.install(Index::with(built));
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), vec![a.clone(), b]);
+        // Changes after the install go straight in, and are not remembered.
+        index.set_tag(&a, &"v2".parse().unwrap(), &d);
+        assert_eq!(index.install(Index::with(BTreeMap::new())), BTreeSet::new());
+        index.mark_complete();
+        assert!(index.wait_complete(Duration::from_millis(10)).await);
+        assert!(index.is_complete());
+    }
 
     #[test]
     fn one_walk_finds_what_the_walk_by_directory_finds() {

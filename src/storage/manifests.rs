@@ -176,7 +176,15 @@ impl Store {
     }
 
     fn unknown_tag(&self, repo: &RepoName, tag: &Tag) -> StorageError {
-        if self.index.contains_repo(repo) {
+        // Until the index is complete, the layout tells whether it exists.
+        let known = self.index.contains_repo(repo)
+            || (!self.index.is_complete()
+                && self
+                    .backend
+                    .objects()
+                    .list(&self.layout.repo_dir(repo))
+                    .is_ok_and(|e| !e.is_empty()));
+        if known {
             StorageError::ManifestUnknown(tag.to_string())
         } else {
             StorageError::NameUnknown

@@ -16,6 +16,7 @@
 //!   blobs it references were checked, so nothing points at what is missing;
 //! - the listing index changes only after the disk did.
 
+mod audit;
 pub mod backend;
 mod blobs;
 mod cache;
@@ -62,6 +63,46 @@ fn build_index(backend: &Backend, layout: &Layout) -> Result<Index, StorageError
     }
 }
 
+/// The first build of a server's index, on its own thread: tried until it
+/// succeeds (a bucket may be unreachable at start), then installed, the
+/// repositories changed meanwhile read again under their locks, and the
+/// index marked complete.
+fn build_in_background(store: std::sync::Weak<Store>) {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        let Some(s) = store.upgrade() else {
+            return;
+        };
+        match build_index(&s.backend, &s.layout) {
+            Ok(fresh) => {
+                for repo in s.index.install(fresh) {
+                    let _repo = s.lock_repo(&repo);
+                    if let Err(e) = s.index.refresh_repo(s.backend.objects(), &s.layout, &repo) {
+                        // Read again at the next full rebuild.
+                        tracing::warn!("index: cannot read {repo} again: {e}");
+                        s.rebuild_owed
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                s.index.mark_complete();
+                tracing::info!(
+                    repositories = s.index.repo_count(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "index of repositories built"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("index: cannot build it yet ({e}); trying again");
+                drop(s);
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 /// Memory for manifest bytes (see `cache`): some thousands of manifests.
 const MANIFEST_CACHE_BYTES: usize = 32 << 20;
 
@@ -71,6 +112,10 @@ pub struct StoreOptions {
     pub delete_enabled: bool,
     pub readonly: bool,
     pub write_mode: WriteMode,
+    /// Open at once and build the index on a thread of its own (a server,
+    /// which must answer right after a start); otherwise `open` returns
+    /// with the index complete.
+    pub index_in_background: bool,
 }
 
 /// One registry store, on a file system or in a bucket.
@@ -138,8 +183,13 @@ impl Store {
         } else {
             changes::Journal::new(&layout)
         };
-        let index = build_index(&backend, &layout)?;
-        Ok(Arc::new(Store {
+        let background = options.index_in_background;
+        let index = if background {
+            Index::pending()
+        } else {
+            build_index(&backend, &layout)?
+        };
+        let store = Arc::new(Store {
             journal,
             catching_up: std::sync::Mutex::new(()),
             rebuild_owed: std::sync::atomic::AtomicBool::new(false),
@@ -153,7 +203,15 @@ impl Store {
             uploads: uploads::Sessions::default(),
             referrers: referrers::Cache::default(),
             repo_locks: DashMap::new(),
-        }))
+        });
+        if background {
+            let weak = Arc::downgrade(&store);
+            std::thread::Builder::new()
+                .name("index".into())
+                .spawn(move || build_in_background(weak))
+                .map_err(|e| StorageError::io(Path::new("index"), e))?;
+        }
+        Ok(store)
     }
 
     /// Tell other processes on the same store that `repo` changed.

@@ -50,12 +50,27 @@ fn with_link(
     resp
 }
 
+/// How long a listing waits for the index after a start.
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// In a bucket shared by several nodes, hear what the others wrote before
 /// this request arrived, so what any node stored is listed at once
 /// (repositories, tags, referrers; one
 /// listing of the notes, shared by concurrent requests; see
 /// storage::changes). On a file system the index follows within a poll.
+///
+/// Right after a start the index may still be being built (pulls and
+/// pushes do not need it): listings wait for it, and after a while answer
+/// 503 with `Retry-After` rather than a partial list.
 pub(in crate::server) async fn catch_up(app: &App) -> Result<(), ApiError> {
+    let index = app.store.index();
+    if !index.is_complete() && !index.wait_complete(INDEX_WAIT).await {
+        return Err(ApiError::new(
+            ErrorCode::StorageUnavailable,
+            "the registry has just started and is still reading its list of repositories; try again shortly",
+        )
+        .with_header(http::header::RETRY_AFTER, "5"));
+    }
     if app.store.listings_catch_up() {
         let arrived = std::time::Instant::now();
         app.blocking(move |s| s.catch_up_since(arrived)).await?;

@@ -505,6 +505,19 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Resp {
+        self.try_call(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Send a request; an error if no answer came whole (a server that
+    /// died, a connection cut).
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Resp, String> {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
@@ -524,7 +537,7 @@ impl Client {
         let resp = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {url}: {e}"),
+            Err(e) => return Err(format!("{method} {url}: {e}")),
         };
         let status = resp.status();
         let mut headers = HashMap::new();
@@ -534,13 +547,15 @@ impl Client {
         }
         let mut body = vec![];
         if method != "HEAD" {
-            resp.into_reader().read_to_end(&mut body).unwrap();
+            resp.into_reader()
+                .read_to_end(&mut body)
+                .map_err(|e| format!("{method} {url}: reading the body: {e}"))?;
         }
-        Resp {
+        Ok(Resp {
             status,
             headers,
             body,
-        }
+        })
     }
 
     pub fn get(&self, path: &str) -> Resp {
