@@ -2051,3 +2051,83 @@ health:
         assert!(parse("http:\n  host: r.example.com\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// YAML-ish text made of the keys a config has, so that parsing goes
+    /// past the first line.
+    fn config_text() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("version"),
+            Just("storage"),
+            Just("filesystem"),
+            Just("rootdirectory"),
+            Just("s3"),
+            Just("bucket"),
+            Just("http"),
+            Just("addr"),
+            Just("tls"),
+            Just("auth"),
+            Just("htpasswd"),
+            Just("token"),
+            Just("log"),
+            Just("level"),
+            Just("proxy"),
+            Just("notifications"),
+            Just("endpoints"),
+            Just("delete"),
+            Just("enabled"),
+            Just("maintenance"),
+            Just("uploadpurging"),
+            Just("caches"),
+            Just("headers"),
+        ];
+        let value = prop_oneof![
+            Just(String::new()),
+            "[a-z0-9:/._-]{0,12}",
+            Just("true".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            "-?[0-9]{1,12}[smhkKMG]?",
+        ];
+        proptest::collection::vec((0usize..4, key, value), 0..16).prop_map(|lines| {
+            lines
+                .into_iter()
+                .map(|(indent, k, v)| format!("{}{k}: {v}\n", "  ".repeat(indent)))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_loads_or_is_refused(text in prop_oneof!["\\PC{0,200}", config_text()]) {
+            let _ = Config::from_yaml("config.yml", &text, Vec::<(String, String)>::new());
+        }
+
+        #[test]
+        fn any_environment_loads_or_is_refused(
+            env in proptest::collection::vec(
+                ("REGISTRY_[A-Z_]{1,30}", "\\PC{0,20}"),
+                0..6,
+            ),
+        ) {
+            let text = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n";
+            let _ = Config::from_yaml("config.yml", text, env);
+        }
+
+        #[test]
+        fn durations_and_sizes_parse_or_are_refused(s in "\\PC{0,20}") {
+            let _ = parse_duration(&s);
+            let _ = parse_size(&s);
+        }
+
+        #[test]
+        fn durations_read_back(h in 0u64..1000, m in 0u64..60, s in 0u64..60) {
+            let text = format!("{h}h{m}m{s}s");
+            prop_assert_eq!(parse_duration(&text), Ok(Duration::from_secs(h * 3600 + m * 60 + s)));
+        }
+    }
+}

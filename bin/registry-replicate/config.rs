@@ -299,3 +299,27 @@ mod tests {
         assert!(Patterns::default().admits("anything/at/all"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_loads_or_is_refused(text in prop_oneof![
+            "\\PC{0,200}",
+            proptest::collection::vec(
+                (0usize..4, prop_oneof![
+                    Just("peers"), Just("rules"), Just("a"), Just("b"), Just("url"),
+                    Just("source"), Just("target"), Just("interval"), Just("retry_for"),
+                    Just("bandwidth"), Just("concurrency"), Just("- source"), Just("prefix"),
+                    Just("repositories"), Just("include"), Just("tags"),
+                ], "[a-z0-9:/.*_-]{0,12}"),
+                0..14,
+            ).prop_map(|l| l.into_iter().map(|(i, k, v)| format!("{}{k}: {v}\n", "  ".repeat(i))).collect()),
+        ]) {
+            let _ = Config::parse(&text);
+        }
+    }
+}

@@ -305,3 +305,32 @@ mod tests {
         assert!(!h.verify("alice", "other"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_by_line(text in "\\PC{0,300}") {
+            let _ = parse("htpasswd", &text);
+        }
+
+        #[test]
+        fn user_lines_are_read_back(
+            users in proptest::collection::btree_map("[a-zA-Z0-9._-]{1,12}", "[./A-Za-z0-9]{53}", 1..6),
+            cost in 4u8..14,
+        ) {
+            let text: String = users
+                .iter()
+                .map(|(u, h)| format!("{u}:$2y${cost:02}${h}\n"))
+                .collect();
+            let read = parse("htpasswd", &text).unwrap();
+            prop_assert_eq!(read.len(), users.len());
+            for u in users.keys() {
+                prop_assert!(read.contains_key(u));
+            }
+        }
+    }
+}

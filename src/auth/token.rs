@@ -268,3 +268,51 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     Ok(certs)
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier {
+            realm: "https://auth.example/token".into(),
+            service: "registry".into(),
+            issuer: "issuer".into(),
+            roots: vec![],
+        }
+    }
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_refused_as_a_token(token in "\\PC{0,200}") {
+            prop_assert!(verifier().verify(&token).is_err());
+        }
+
+        #[test]
+        fn tokens_of_the_right_shape_are_refused_without_a_valid_signature(
+            alg in prop_oneof![
+                Just("ES256".to_string()),
+                Just("RS256".to_string()),
+                Just("none".to_string()),
+                "[A-Z0-9]{0,6}",
+            ],
+            x5c in proptest::collection::vec("[A-Za-z0-9+/]{0,40}={0,2}", 0..3),
+            claims in "\\PC{0,80}",
+            sig in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let header = serde_json::json!({"alg": alg, "x5c": x5c}).to_string();
+            let token = format!(
+                "{}.{}.{}",
+                b64(&header),
+                b64(&claims),
+                URL_SAFE_NO_PAD.encode(&sig)
+            );
+            prop_assert!(verifier().verify(&token).is_err());
+        }
+    }
+}

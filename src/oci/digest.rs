@@ -270,3 +270,31 @@ mod tests {
         assert_eq!(h.finish(), Digest::sha256(b"hello world"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused(s in "\\PC{0,140}") {
+            let _ = s.parse::<Digest>();
+        }
+
+        #[test]
+        fn valid_digests_print_as_they_were_read(
+            hex in "[0-9a-f]{64}", long in "[0-9a-f]{128}", sha512 in any::<bool>()
+        ) {
+            let text = if sha512 { format!("sha512:{long}") } else { format!("sha256:{hex}") };
+            let d: Digest = text.parse().unwrap();
+            prop_assert_eq!(d.to_string(), text);
+        }
+
+        #[test]
+        fn the_digest_of_bytes_reads_back(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let d = Digest::sha256(&data);
+            prop_assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        }
+    }
+}

@@ -259,3 +259,73 @@ mod tests {
         assert_eq!(m.artifact_type.as_deref(), Some("application/x-sbom"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value, nested a few levels.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "\\PC{0,20}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from(
+                "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+            )),
+            Just(serde_json::Value::from(
+                "application/vnd.oci.image.manifest.v1+json"
+            )),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("schemaVersion".to_string()),
+                        Just("mediaType".to_string()),
+                        Just("config".to_string()),
+                        Just("layers".to_string()),
+                        Just("manifests".to_string()),
+                        Just("digest".to_string()),
+                        Just("size".to_string()),
+                        Just("subject".to_string()),
+                        Just("urls".to_string()),
+                        Just("fsLayers".to_string()),
+                        "[a-z]{1,8}",
+                    ],
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            content_type in proptest::option::of("\\PC{0,60}"),
+        ) {
+            let _ = Manifest::parse(&bytes, content_type.as_deref());
+        }
+
+        #[test]
+        fn any_json_parses_or_is_refused(value in json(), content_type in proptest::option::of(prop_oneof![
+            Just("application/vnd.oci.image.manifest.v1+json".to_string()),
+            Just("application/vnd.oci.image.index.v1+json".to_string()),
+            Just("application/vnd.docker.distribution.manifest.v2+json".to_string()),
+            Just("application/vnd.docker.distribution.manifest.list.v2+json".to_string()),
+            Just("application/vnd.docker.distribution.manifest.v1+prettyjws".to_string()),
+        ])) {
+            let bytes = serde_json::to_vec(&value).unwrap();
+            if let Ok(m) = Manifest::parse(&bytes, content_type.as_deref()) {
+                // What it needs is listed without panicking, too.
+                let _ = m.required_blobs().count();
+            }
+        }
+    }
+}

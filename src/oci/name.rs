@@ -254,3 +254,47 @@ mod tests {
         assert!("has:colon".parse::<Reference>().is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Names of the spec's grammar: components joined by `/`.
+    fn valid_name() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-z0-9]{1,6}((\\.|_|__|-{1,3})[a-z0-9]{1,6}){0,2}", 1..5)
+            .prop_map(|c| c.join("/"))
+            .prop_filter("at most 255 characters", |n| n.len() <= MAX_NAME_LEN)
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused(s in "\\PC{0,300}") {
+            let _ = s.parse::<RepoName>();
+            let _ = s.parse::<Tag>();
+            let _ = s.parse::<Reference>();
+        }
+
+        #[test]
+        fn names_of_the_grammar_are_taken_and_print_as_read(name in valid_name()) {
+            let n: RepoName = name.parse().unwrap();
+            prop_assert_eq!(n.as_str(), name.as_str());
+        }
+
+        #[test]
+        fn tags_of_the_grammar_are_taken_and_print_as_read(tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}") {
+            let t: Tag = tag.parse().unwrap();
+            prop_assert_eq!(t.as_str(), tag.as_str());
+            let r: Reference = tag.parse().unwrap();
+            prop_assert_eq!(r.to_string(), tag);
+        }
+
+        #[test]
+        fn no_parsed_name_escapes_its_directory(s in "[a-z0-9./_-]{1,40}") {
+            if let Ok(n) = s.parse::<RepoName>() {
+                prop_assert!(!n.as_str().split('/').any(|c| c == "." || c == ".." || c.is_empty()));
+                prop_assert!(!n.as_str().starts_with('/'));
+            }
+        }
+    }
+}

@@ -262,6 +262,10 @@ async fn serve_connection<I>(
         .header_read_timeout(http.header_timeout)
         .max_buf_size(http.max_header_bytes)
         .keep_alive(true)
+        // A client may shut down its sending side once its request is sent
+        // (`nc -N`, some proxies): it still gets its answer, as from
+        // Distribution. A body cut short is still an error.
+        .half_close(true)
         .serve_connection(
             io,
             service_fn({

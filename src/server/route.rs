@@ -201,3 +201,30 @@ mod tests {
         assert_eq!(err("v2/a/nothing"), ErrorCode::NotFound);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_path_routes_or_is_refused(path in prop_oneof![
+            "\\PC{0,200}",
+            "v2/[a-z0-9/._%-]{0,60}/(manifests|blobs|tags|referrers|blobs/uploads)/[a-zA-Z0-9:._/%-]{0,80}",
+            "v2/(\\.\\./|%2e%2e/|/){0,4}[a-z]{0,5}/blobs/uploads/[a-z0-9-]{0,40}",
+        ]) {
+            // Whatever routes names a valid repository: nothing that
+            // climbs out of the store's directory gets this far.
+            if let Some(Ok(route)) = Route::parse(&path) {
+                let name = match &route {
+                    Route::Tags(n) | Route::Manifest(n, _) | Route::Blob(n, _) => Some(n.as_str()),
+                    _ => None,
+                };
+                if let Some(n) = name {
+                    prop_assert!(!n.split('/').any(|c| c.is_empty() || c == "." || c == ".."), "{path:?} -> {n:?}");
+                }
+            }
+        }
+    }
+}

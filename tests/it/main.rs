@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod faults;
 mod gc;
+mod hostile;
 mod manifests;
 mod nodes;
 mod notifications;

@@ -437,3 +437,28 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=5-2"), 10), Ok(None));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_range_header_is_served_refused_or_ignored(
+            value in prop_oneof![
+                "\\PC{0,40}",
+                "bytes=[0-9 ]{0,22}-[0-9 ]{0,22}",
+                "bytes=-[0-9]{0,22}",
+                "bytes=[0-9]{1,6}-[0-9]{0,6}(,[0-9]{1,6}-[0-9]{0,6})?",
+            ],
+            size in prop_oneof![Just(0u64), 0u64..4096, any::<u64>()],
+        ) {
+            // A range served lies inside the blob, first byte before last.
+            if let Ok(Some(r)) = parse_range(Some(&value), size) {
+                prop_assert!(r.start <= r.end, "{value:?} of {size}: {}-{}", r.start, r.end);
+                prop_assert!(r.end < size, "{value:?} of {size}: {}-{}", r.start, r.end);
+            }
+        }
+    }
+}

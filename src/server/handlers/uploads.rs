@@ -332,3 +332,36 @@ fn with_location(
     }
     err
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_content_range_is_taken_or_refused(
+            range in prop_oneof!["\\PC{0,40}", "(bytes[ =])?[0-9]{0,21}-[0-9]{0,21}(/[0-9*]{0,5})?"],
+            length in proptest::option::of(prop_oneof!["[0-9]{0,21}", "\\PC{0,10}"]),
+        ) {
+            let mut headers = HeaderMap::new();
+            let Ok(v) = http::HeaderValue::from_str(&range) else { return Ok(()) };
+            headers.insert(http::header::CONTENT_RANGE, v);
+            if let Some(l) = length.as_deref().and_then(|l| http::HeaderValue::from_str(l).ok()) {
+                headers.insert(http::header::CONTENT_LENGTH, l);
+            }
+            if let Ok(Some(start)) = chunk_start(&headers) {
+                // A start taken is the first number the header gave.
+                let digits: String = range
+                    .trim()
+                    .trim_start_matches("bytes")
+                    .trim_start_matches(['=', ' '])
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == ' ')
+                    .filter(|c| c.is_ascii_digit())
+                    .collect();
+                prop_assert_eq!(digits.parse::<u64>().ok(), Some(start));
+            }
+        }
+    }
+}
