@@ -151,16 +151,7 @@ fn check(s: &Server, ledger: &Ledger) -> usize {
         c.get(&format!("/v2/{repo}/manifests/{tag}"))
             .expect(404, Some("MANIFEST_UNKNOWN"));
     }
-    let out = Command::new(BIN)
-        .args(["verify".as_ref(), s.config.as_os_str(), "--json".as_ref()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify after a crash: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies(&s.config);
     ledger.acked.len()
 }
 

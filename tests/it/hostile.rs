@@ -431,16 +431,7 @@ fn still_serves(s: &Server, c: &Client) {
     r.expect(200, None);
     assert_eq!(r.body, manifest);
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
-    let out = std::process::Command::new(BIN)
-        .args(["verify".as_ref(), s.config.as_os_str()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies(&s.config);
 }
 
 fn seed() -> u64 {

@@ -41,6 +41,22 @@ pub fn run_gc(config: &Path, args: &[&str]) -> (i32, serde_json::Value, String) 
     (out.status.code().unwrap_or(-1), report, stderr)
 }
 
+/// `registry verify CONFIG` finds the store sound (exit 0), or the test
+/// fails with its report.
+pub fn assert_verifies(config: &Path) {
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "registry verify: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A registry process serving a temporary (or given) root on 127.0.0.1:0.
 pub struct Server {
     pub addr: String,
