@@ -116,32 +116,58 @@ impl Index {
 
     /// Walk `repositories/` once: a directory holding `_manifests` or
     /// `_layers` is a repository; its tags are `_manifests/tags/*/current/link`.
+    /// Directories are read by `WALKERS` threads at once: with a cold page
+    /// cache each listing waits for the disk, and several in flight let it
+    /// serve them together.
     pub fn build(objects: &dyn Objects, layout: &Layout) -> Result<Index, StorageError> {
-        let mut repos = BTreeMap::new();
         let root = layout.repositories_dir();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            let mut is_repo = false;
-            for entry in objects.list(&dir)? {
-                if !entry.is_dir {
-                    continue;
-                }
-                if entry.name == "_manifests" || entry.name == "_layers" {
-                    is_repo = true;
-                } else if !entry.name.starts_with('_') {
-                    stack.push(dir.join(&entry.name));
-                }
+        // Directories still to read, and how many are being read.
+        let work = Mutex::new((vec![root.clone()], 0usize));
+        let more = std::sync::Condvar::new();
+        let found = Mutex::new(BTreeMap::new());
+        let failed: Mutex<Option<StorageError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..WALKERS {
+                scope.spawn(|| loop {
+                    let dir = {
+                        let mut w = work.lock().unwrap();
+                        loop {
+                            if failed.lock().unwrap().is_some() {
+                                return;
+                            }
+                            if let Some(d) = w.0.pop() {
+                                w.1 += 1;
+                                break d;
+                            }
+                            if w.1 == 0 {
+                                more.notify_all();
+                                return;
+                            }
+                            w = more.wait(w).unwrap();
+                        }
+                    };
+                    let visited = visit(objects, layout, &root, &dir);
+                    let mut w = work.lock().unwrap();
+                    w.1 -= 1;
+                    match visited {
+                        Ok((subdirs, repo)) => {
+                            w.0.extend(subdirs);
+                            if let Some((name, tags)) = repo {
+                                found.lock().unwrap().insert(name, tags);
+                            }
+                        }
+                        Err(e) => {
+                            failed.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                    more.notify_all();
+                });
             }
-            if is_repo {
-                let rel = dir.strip_prefix(&root).unwrap_or(&dir);
-                // Directories that are not valid names are not ours to serve.
-                if let Some(repo) = rel.to_str().and_then(|s| s.parse::<RepoName>().ok()) {
-                    let tags = read_tags(objects, layout, &repo)?;
-                    repos.insert(repo, tags);
-                }
-            }
+        });
+        if let Some(e) = failed.into_inner().unwrap() {
+            return Err(e);
         }
-        Ok(Index::with(repos))
+        Ok(Index::with(found.into_inner().unwrap()))
     }
 
     /// The same from one walk of every key under `repositories/` and a
@@ -316,6 +342,44 @@ impl Index {
             tags.remove(tag);
         }
     }
+}
+
+/// Threads reading directories in `Index::build`.
+const WALKERS: usize = 8;
+
+/// The directories under one directory, and the repository it is.
+type Visited = (Vec<std::path::PathBuf>, Option<(RepoName, Tags)>);
+
+/// One directory of `repositories/`: the directories under it to read
+/// next, and the repository it is, with its tags, if it is one.
+fn visit(
+    objects: &dyn Objects,
+    layout: &Layout,
+    root: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<Visited, StorageError> {
+    let mut subdirs = vec![];
+    let mut is_repo = false;
+    for entry in objects.list(dir)? {
+        if !entry.is_dir {
+            continue;
+        }
+        if entry.name == "_manifests" || entry.name == "_layers" {
+            is_repo = true;
+        } else if !entry.name.starts_with('_') {
+            subdirs.push(dir.join(&entry.name));
+        }
+    }
+    let rel = dir.strip_prefix(root).unwrap_or(dir);
+    // Directories that are not valid names are not ours to serve.
+    let repo = match rel.to_str().and_then(|s| s.parse::<RepoName>().ok()) {
+        Some(repo) if is_repo => {
+            let tags = read_tags(objects, layout, &repo)?;
+            Some((repo, tags))
+        }
+        _ => None,
+    };
+    Ok((subdirs, repo))
 }
 
 fn read_tags(

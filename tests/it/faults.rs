@@ -233,9 +233,31 @@ fn full_disk_then_read_only_disk() {
     // Reads go on.
     assert_eq!(c.get("/v2/r/manifests/before").body, manifest);
     c.get(&format!("/v2/r/blobs/{small}")).expect(200, None);
-    // Room again: pushes work again.
+    // Several pushes at once into the full disk, beside reads: each is
+    // refused with 507 (never a 500), and the reads are served.
+    let pushers: Vec<_> = (0..4u8)
+        .map(|i| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                let c = Client::for_addr(&addr);
+                let data = vec![i; 1 << 20];
+                let path = format!("/v2/r/blobs/uploads/?digest={}", sha256(&data));
+                c.call("POST", &path, &[], Some(&data)).status
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        assert_eq!(c.get("/v2/r/manifests/before").body, manifest);
+    }
+    let statuses: Vec<u16> = pushers.into_iter().map(|p| p.join().unwrap()).collect();
+    assert_eq!(statuses, [507; 4]);
+    assert!(s.files_containing("/_uploads/").is_empty());
+    // Room again: pushes work again, by themselves, at once.
     std::fs::remove_file(&filler).unwrap();
     c.push_blob("r", &data);
+    for i in 0..4u8 {
+        c.push_blob("r", &vec![i; 1 << 20]);
+    }
 
     fs.remount_ro();
     let r = c.call("POST", "/v2/r/blobs/uploads/", &[], Some(b""));

@@ -471,6 +471,9 @@ fn one_pass_through_refusals_and_cuts_on_both_sides() {
     for (repo, tag) in &images {
         assert_same_content(&ca, &cb, repo, repo, tag);
     }
+    // The target's store as a whole is sound: no upload cut half way left
+    // a blob or link behind that does not check.
+    assert_verifies(&b.config);
     // The faults happened, on both sides, and were counted.
     assert!(
         g(&st.refused_429) + g(&st.refused_503) >= 10,
