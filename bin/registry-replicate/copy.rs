@@ -484,7 +484,7 @@ impl<'a> Pass<'a> {
             let status = e.downcast_ref::<StatusError>().map(|s| s.status);
             let start_over = status == Some(StatusCode::BAD_REQUEST) && fresh_starts < 2;
             if start_over || status == Some(StatusCode::RANGE_NOT_SATISFIABLE) {
-                tries.after(anyhow!("{e:#}"), &what).await?;
+                tries.again(e, &what).await?;
             } else {
                 tries.after(e, &what).await?;
             }

@@ -132,10 +132,29 @@ impl<'a> Retries<'a> {
     /// error (with `what` and the tries it took) when it is for good or the
     /// time is up.
     pub async fn after(&mut self, e: anyhow::Error, what: &str) -> anyhow::Result<()> {
+        match transient(&e) {
+            Some(asked) => self.wait(e, asked, what).await,
+            None => {
+                self.failures += 1;
+                Err(e.context(what.to_string()))
+            }
+        }
+    }
+
+    /// After a failure the caller knows how to recover from whatever its
+    /// status (a transfer that asks the target where it stands): counted
+    /// as a try, and waited for with backoff, as a failure with no answer.
+    pub async fn again(&mut self, e: anyhow::Error, what: &str) -> anyhow::Result<()> {
+        self.wait(e, None, what).await
+    }
+
+    async fn wait(
+        &mut self,
+        e: anyhow::Error,
+        asked: Option<Duration>,
+        what: &str,
+    ) -> anyhow::Result<()> {
         self.failures += 1;
-        let Some(asked) = transient(&e) else {
-            return Err(e.context(what.to_string()));
-        };
         let wait = asked
             .unwrap_or_else(|| backoff(self.failures))
             .min(LONGEST_WAIT);
