@@ -53,16 +53,6 @@ impl Store {
             .exists(&self.layout.revision_link(repo, digest))
     }
 
-    /// Where a tag points now, read from storage (not the index).
-    pub fn tag_link(
-        &self,
-        repo: &RepoName,
-        tag: &crate::oci::Tag,
-    ) -> Result<Option<Digest>, StorageError> {
-        self.backend
-            .read_link(&self.layout.tag_current_link(repo, tag))
-    }
-
     /// A blob's whole bytes (a manifest), or `None` if it is not there.
     pub fn read_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StorageError> {
         self.backend.objects().read(&self.layout.blob_data(digest))

@@ -169,10 +169,15 @@ impl Store {
                 }
             }
             Reference::Tag(tag) => self
-                .backend
-                .read_link(&self.layout.tag_current_link(repo, tag))?
+                .tag_link(repo, tag)?
                 .ok_or_else(|| self.unknown_tag(repo, tag)),
         }
+    }
+
+    /// Where a tag points now, read from storage (not the index).
+    pub fn tag_link(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError> {
+        self.backend
+            .read_link(&self.layout.tag_current_link(repo, tag))
     }
 
     fn unknown_tag(&self, repo: &RepoName, tag: &Tag) -> StorageError {
@@ -336,10 +341,7 @@ impl Store {
     ) -> Result<bool, StorageError> {
         self.check_delete()?;
         let _repo = self.lock_repo(repo);
-        match self
-            .backend
-            .read_link(&self.layout.tag_current_link(repo, tag))?
-        {
+        match self.tag_link(repo, tag)? {
             None => Err(self.unknown_tag(repo, tag)),
             Some(now) if now != *expected => Ok(false),
             Some(_) => self.remove_tag_dir(repo, tag).map(|()| true),
