@@ -118,6 +118,9 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Time allowed to send a request head (ours: `http.headertimeout`).
     pub header_timeout: Duration,
+    /// Blob bodies sent by the kernel (`sendfile`) on plain HTTP from a
+    /// file system (ours: `http.sendfile`).
+    pub sendfile: bool,
     /// `http.secret`: signs the web page's login sessions. Nodes behind one
     /// load balancer need the same; without it each process makes its own.
     pub secret: Option<String>,
@@ -681,6 +684,7 @@ const SCHEMA: &[(&str, Node)] = &[
             ("maxconnections", Node::Leaf),
             ("maxheaderbytes", Node::Leaf),
             ("headertimeout", Node::Leaf),
+            ("sendfile", Node::Leaf),
             (
                 "debug",
                 Node::Section(&[
@@ -1595,6 +1599,7 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
                 })? as usize,
         },
         header_timeout: get_duration(tree, "http.headertimeout", Duration::from_secs(30))?,
+        sendfile: get_bool(tree, "http.sendfile", true)?,
         debug: read_debug(tree)?,
         secret: get_string(tree, "http.secret")?.filter(|s| !s.is_empty()),
     };

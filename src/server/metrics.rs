@@ -20,6 +20,9 @@ pub struct Metrics {
     latency: DashMap<&'static str, Histogram>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Of those, the bytes the kernel sent from files (`sendfile`); shared
+    /// with every connection's socket.
+    pub bytes_sendfile: std::sync::Arc<AtomicU64>,
     pub uploads_in_progress: AtomicI64,
 }
 
@@ -114,6 +117,12 @@ impl Metrics {
                 "Response body bytes declared by Content-Length.",
                 "counter",
                 self.bytes_out.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "registry_http_sendfile_bytes_total",
+                "Response body bytes the kernel sent straight from blob files (sendfile).",
+                "counter",
+                self.bytes_sendfile.load(Ordering::Relaxed) as i64,
             ),
             (
                 "registry_uploads_in_progress",

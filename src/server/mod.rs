@@ -11,6 +11,7 @@ pub mod error;
 mod handlers;
 pub mod metrics;
 pub mod route;
+mod sendfile;
 pub mod tls;
 mod web;
 
@@ -227,13 +228,18 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         tokio::spawn(async move {
             let _slot = slot;
             match app.tls.clone() {
-                None => serve_connection(app, TokioIo::new(stream), peer, watcher).await,
+                None if app.config.http.sendfile => {
+                    let sent = app.metrics.bytes_sendfile.clone();
+                    let (io, queue) = sendfile::SendfileIo::new(stream, sent);
+                    serve_connection(app, io, peer, watcher, Some(queue)).await
+                }
+                None => serve_connection(app, TokioIo::new(stream), peer, watcher, None).await,
                 Some(acceptor) => {
                     let timeout = app.config.http.header_timeout;
                     let Some(tls) = tls_handshake(acceptor, stream, peer, timeout).await else {
                         return;
                     };
-                    serve_connection(app, TokioIo::new(tls), peer, watcher).await
+                    serve_connection(app, TokioIo::new(tls), peer, watcher, None).await
                 }
             }
         });
@@ -248,11 +254,14 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 }
 
 /// HTTP/1.1 on one connection, with the header size and time limits.
+/// `files`: the connection's queue of file ranges when its socket sends
+/// them with `sendfile` (plain TCP), for the blob handler to use.
 async fn serve_connection<I>(
     app: Arc<App>,
     io: I,
     peer: SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
+    files: Option<sendfile::FileQueue>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -270,7 +279,12 @@ async fn serve_connection<I>(
             io,
             service_fn({
                 let app = app.clone();
-                move |req| handle(app.clone(), req, peer)
+                move |mut req: Request<Incoming>| {
+                    if let Some(files) = &files {
+                        req.extensions_mut().insert(files.clone());
+                    }
+                    handle(app.clone(), req, peer)
+                }
             }),
         );
     if let Err(e) = watcher.watch(conn).await {

@@ -202,3 +202,75 @@ fn an_empty_blob_and_a_blob_pushed_twice_round_trip() {
     assert!(g.body == data);
     assert!(s.stored_containing("/_uploads/").is_empty());
 }
+
+/// The value of one series in the server's `/metrics`.
+fn metric(c: &Client, name: &str) -> u64 {
+    let text = String::from_utf8(c.get("/metrics").body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Blob bodies on plain HTTP go from the page cache to the socket with
+/// `sendfile`: whole, in ranges across the 8 MiB pieces, several on one
+/// kept-alive connection, a HEAD among them; the same bytes with
+/// `http.sendfile: false`, where nothing goes that way.
+#[test]
+fn big_blobs_sent_by_the_kernel_arrive_whole_and_in_ranges() {
+    let data: Vec<u8> = {
+        use rand::{RngCore, SeedableRng};
+        let mut v = vec![0u8; 20 << 20];
+        rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut v);
+        v
+    };
+    for sendfile in [true, false] {
+        let s = Server::start_with(Opts {
+            // Buffered writes leave the blob in the page cache, as on a
+            // server whose pulls are warm.
+            env: vec![(
+                "REGISTRY_STORAGE_FILESYSTEM_DIRECTWRITES".into(),
+                "false".into(),
+            )],
+            extra: format!("  sendfile: {sendfile}\n"),
+            ..Opts::default()
+        });
+        let c = Client::new(&s);
+        let d = c.push_blob("big/one", &data);
+        let path = format!("/v2/big/one/blobs/{d}");
+        let before = metric(&c, "registry_http_sendfile_bytes_total");
+        let mut expected = 0u64;
+        for _ in 0..2 {
+            let g = c.get(&path);
+            g.expect(200, None);
+            assert!(g.body == data, "whole blob differs (sendfile {sendfile})");
+            expected += data.len() as u64;
+            assert_eq!(c.head(&path).header("content-length"), Some("20971520"));
+        }
+        let mib = 1u64 << 20;
+        for (start, end) in [
+            (0, 9),
+            (8 * mib - 3, 8 * mib + 2),
+            (mib, 17 * mib),
+            (20 * mib - 1, 20 * mib - 1),
+        ] {
+            let r = c.call(
+                "GET",
+                &path,
+                &[("range", &format!("bytes={start}-{end}"))],
+                None,
+            );
+            r.expect(206, None);
+            assert!(
+                r.body[..] == data[start as usize..=end as usize],
+                "range {start}-{end} differs"
+            );
+            expected += end - start + 1;
+        }
+        let sent = metric(&c, "registry_http_sendfile_bytes_total") - before;
+        if sendfile {
+            assert_eq!(sent, expected, "every cached byte goes by sendfile");
+        } else {
+            assert_eq!(sent, 0);
+        }
+    }
+}

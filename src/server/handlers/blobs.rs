@@ -24,6 +24,7 @@ use crate::proxy::Cache;
 use crate::server::announce::record;
 use crate::server::body::Body;
 use crate::server::error::ApiError;
+use crate::server::sendfile::{self, FileQueue};
 use crate::server::App;
 use crate::storage::BlobContent;
 
@@ -226,7 +227,10 @@ pub(super) async fn get(
     };
     let (mut resp, start, len) = answer_head(req, &digest, size)?;
     *resp.body_mut() = match content {
-        Some(BlobContent::File(file)) => FileBody::spawn(file, start, len).boxed(),
+        Some(BlobContent::File(file)) => {
+            let kernel = req.extensions().get::<FileQueue>().cloned();
+            FileBody::spawn(file, start, len, kernel).boxed()
+        }
         Some(BlobContent::Object(d)) => {
             let stream = app.store.read_object(&d, start, len).await?;
             ObjectBody::spawn(stream, len).boxed()
@@ -263,33 +267,44 @@ pub(super) async fn delete(
     Ok(resp)
 }
 
-/// Streams `remaining` bytes of a file in positioned reads of up to
-/// 1 MiB, each a job on the blocking pool, the next started as soon as the
-/// previous one is handed to the socket: disk reads overlap socket writes,
-/// and a client that stops reading holds one buffer and no thread.
+/// Streams `remaining` bytes of a file. On a connection that sends files
+/// itself (`kernel`), each piece whose pages are cached is handed to the
+/// socket's `sendfile` as a placeholder frame (see `server::sendfile`).
+/// Otherwise, and for pieces that would wait for the disk, it reads in
+/// positioned reads of up to 1 MiB, each a job on the blocking pool, the
+/// next started as soon as the previous one is handed to the socket: disk
+/// reads overlap socket writes, and a client that stops reading holds one
+/// buffer and no thread.
 struct FileBody {
     file: Arc<std::fs::File>,
     offset: u64,
     remaining: u64,
     read: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+    kernel: Option<FileQueue>,
 }
 
 impl FileBody {
-    fn spawn(file: std::fs::File, start: u64, len: u64) -> FileBody {
+    fn spawn(file: std::fs::File, start: u64, len: u64, kernel: Option<FileQueue>) -> FileBody {
         let mut body = FileBody {
             file: Arc::new(file),
             offset: start,
             remaining: len,
             read: None,
+            kernel,
         };
-        body.start_read();
+        body.read_ahead();
         body
     }
 
-    fn start_read(&mut self) {
-        if self.remaining == 0 {
-            return;
+    /// Start reading the next piece now, unless the kernel will send it
+    /// from the page cache.
+    fn read_ahead(&mut self) {
+        if self.remaining > 0 && !self.next_sent_by_kernel() {
+            self.start_read();
         }
+    }
+
+    fn start_read(&mut self) {
         let want = self.remaining.min(READ_CHUNK as u64) as usize;
         let (file, offset) = (self.file.clone(), self.offset);
         self.read = Some(tokio::task::spawn_blocking(move || {
@@ -309,6 +324,19 @@ impl FileBody {
             }
         }));
     }
+
+    fn kernel_piece(&self) -> u64 {
+        self.remaining.min(sendfile::FRAME as u64)
+    }
+
+    fn next_sent_by_kernel(&self) -> bool {
+        self.kernel.is_some() && sendfile::cached(&self.file, self.offset, self.kernel_piece())
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.offset += n;
+        self.remaining -= n;
+    }
 }
 
 impl HttpBody for FileBody {
@@ -319,9 +347,22 @@ impl HttpBody for FileBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let Some(read) = self.read.as_mut() else {
-            return Poll::Ready(None);
-        };
+        if self.read.is_none() {
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            if let Some(queue) = &self.kernel {
+                // Asked again now: the piece may have been cached since.
+                let n = self.kernel_piece();
+                if sendfile::cached(&self.file, self.offset, n) {
+                    let frame = queue.frame(&self.file, self.offset, n as usize);
+                    self.advance(n);
+                    return Poll::Ready(Some(Ok(Frame::data(frame))));
+                }
+            }
+            self.start_read();
+        }
+        let read = self.read.as_mut().expect("started above");
         let result = match Pin::new(read).poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
@@ -329,9 +370,8 @@ impl HttpBody for FileBody {
         self.read = None;
         match result {
             Ok(Ok(data)) => {
-                self.offset += data.len() as u64;
-                self.remaining -= data.len() as u64;
-                self.start_read();
+                self.advance(data.len() as u64);
+                self.read_ahead();
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
             Ok(Err(e)) => Poll::Ready(Some(Err(e))),
