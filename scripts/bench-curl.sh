@@ -2,7 +2,9 @@
 # One big blob, one client: monolithic push (POST, then PUT ?digest= with
 # the body) and pull with curl, against our registry and Debian's
 # docker-registry (CNCF Distribution 2.8) on fresh roots, alternating the
-# two (A B B A per round). Prints MB/s per run and the median of each.
+# two (A B B A per round). Each run: the push, the pull straight after it,
+# the two together (the CI cycle), and the same pull again. Prints MB/s per
+# run and the median of each.
 #
 #   usage: scripts/bench-curl.sh OUR_BIN [SIZE_MIB=1024] [ROUNDS=2]
 #
@@ -26,25 +28,31 @@ head -c "$((SIZE_MIB << 20))" /dev/urandom >"$BLOB"
 DIGEST="sha256:$(sha256sum "$BLOB" | cut -d' ' -f1)"
 BYTES=$(stat -c %s "$BLOB")
 
-push() { # PORT REPO -> MB/s
-	local loc t
+push() { # PORT REPO -> seconds
+	local loc
 	loc=$(curl -fsS -X POST -D - -o /dev/null "http://127.0.0.1:$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
 	case "$loc" in http*) ;; *) loc="http://127.0.0.1:$1$loc" ;; esac
 	case "$loc" in *\?*) loc="$loc&digest=$DIGEST" ;; *) loc="$loc?digest=$DIGEST" ;; esac
-	t=$(curl -fsS -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' \
-		-T "$BLOB" -o /dev/null -w '%{time_total}' "$loc")
-	awk -v b="$BYTES" -v t="$t" 'BEGIN {printf "%.0f", b / t / 1e6}'
+	curl -fsS -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' \
+		-T "$BLOB" -o /dev/null -w '%{time_total}' "$loc"
 }
-pull() { # PORT REPO -> MB/s
-	curl -fsS -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$1/v2/$2/blobs/$DIGEST" |
-		awk '{printf "%.0f", $1 / 1e6}'
+pull() { # PORT REPO -> seconds
+	curl -fsS -o /dev/null -w '%{time_total}' "http://127.0.0.1:$1/v2/$2/blobs/$DIGEST"
 }
+mbs() { awk -v b="$BYTES" -v t="$1" 'BEGIN {printf "%.0f", b / t / 1e6}'; }
 
+# Per run: the push, the pull straight after it (the CI cycle: a build
+# pushes, a test job pulls at once), both together, and a second pull.
 declare -A R
 run() { # NAME PORT ROUND
-	local repo="bench/r$3"
-	R[$1-push]+="$(push "$2" "$repo") "
-	R[$1-pull]+="$(pull "$2" "$repo") "
+	local repo="bench/r$3" tp tl tw
+	tp=$(push "$2" "$repo")
+	tl=$(pull "$2" "$repo")
+	tw=$(pull "$2" "$repo")
+	R[$1-push]+="$(mbs "$tp") "
+	R[$1-pull]+="$(mbs "$tl") "
+	R[$1-both]+="$(mbs "$(awk -v a="$tp" -v b="$tl" 'BEGIN {print a + b}')") "
+	R[$1-again]+="$(mbs "$tw") "
 	# Leave no 1 GiB behind between rounds: a fresh repository each round
 	# would hit the global blob store's dedup, so delete the content.
 	rm -rf "$DIR/$1/data/docker/registry/v2/blobs" "$DIR/$1/data/docker/registry/v2/repositories"
@@ -63,10 +71,15 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-printf '%-14s %-28s %s\n' "" "runs (MB/s)" "median"
-for k in ours-push distribution-push ours-pull distribution-pull; do
-	printf '%-14s %-28s %s\n' "$k" "${R[$k]}" "$(echo "${R[$k]}" | median)"
+printf '%-18s %-34s %s\n' "MB/s" "runs" "median"
+for what in push pull both again; do
+	for name in ours distribution; do
+		printf '%-18s %-34s %s\n' "$name-$what" "${R[$name-$what]}" "$(echo "${R[$name-$what]}" | median)"
+	done
 done
-op=$(echo "${R[ours-push]}" | median); dp=$(echo "${R[distribution-push]}" | median)
-ol=$(echo "${R[ours-pull]}" | median); dl=$(echo "${R[distribution-pull]}" | median)
-awk -v a="$op" -v b="$dp" -v c="$ol" -v d="$dl" -v s="$SIZE_MIB" 'BEGIN {printf "%d MiB blob: push %.2fx, pull %.2fx (ours / Distribution, medians)\n", s, a/b, c/d}'
+printf '%d MiB blob, ours / Distribution (medians):' "$SIZE_MIB"
+for what in push pull both again; do
+	o=$(echo "${R[ours-$what]}" | median); d=$(echo "${R[distribution-$what]}" | median)
+	awk -v w="$what" -v a="$o" -v b="$d" 'BEGIN {printf " %s %.2fx", w, a / b}'
+done
+echo

@@ -212,11 +212,13 @@ fn metric(c: &Client, name: &str) -> u64 {
 }
 
 /// Blob bodies on plain HTTP go from the page cache to the socket with
-/// `sendfile`: whole, in ranges across the 8 MiB pieces, several on one
-/// kept-alive connection, a HEAD among them; the same bytes with
-/// `http.sendfile: false`, where nothing goes that way.
+/// `sendfile` while other clients are connected: whole, in ranges across
+/// the 8 MiB pieces, several on one kept-alive connection, a HEAD among
+/// them. For a client alone they are copied through the server; with
+/// `http.sendfile: false` they always are. The bytes are the same every way.
 #[test]
 fn big_blobs_sent_by_the_kernel_arrive_whole_and_in_ranges() {
+    use std::io::Write;
     let data: Vec<u8> = {
         use rand::{RngCore, SeedableRng};
         let mut v = vec![0u8; 20 << 20];
@@ -237,40 +239,66 @@ fn big_blobs_sent_by_the_kernel_arrive_whole_and_in_ranges() {
         let c = Client::new(&s);
         let d = c.push_blob("big/one", &data);
         let path = format!("/v2/big/one/blobs/{d}");
-        let before = metric(&c, "registry_http_sendfile_bytes_total");
-        let mut expected = 0u64;
-        for _ in 0..2 {
-            let g = c.get(&path);
-            g.expect(200, None);
-            assert!(g.body == data, "whole blob differs (sendfile {sendfile})");
-            expected += data.len() as u64;
-            assert_eq!(c.head(&path).header("content-length"), Some("20971520"));
+        let by_kernel = || metric(&c, "registry_http_sendfile_bytes_total");
+        let pulls = || {
+            let mut bytes = 0u64;
+            for _ in 0..2 {
+                let g = c.get(&path);
+                g.expect(200, None);
+                assert!(g.body == data, "whole blob differs (sendfile {sendfile})");
+                bytes += data.len() as u64;
+                assert_eq!(c.head(&path).header("content-length"), Some("20971520"));
+            }
+            let mib = 1u64 << 20;
+            for (start, end) in [
+                (0, 9),
+                (8 * mib - 3, 8 * mib + 2),
+                (mib, 17 * mib),
+                (20 * mib - 1, 20 * mib - 1),
+            ] {
+                let r = c.call(
+                    "GET",
+                    &path,
+                    &[("range", &format!("bytes={start}-{end}"))],
+                    None,
+                );
+                r.expect(206, None);
+                assert!(
+                    r.body[..] == data[start as usize..=end as usize],
+                    "range {start}-{end} differs"
+                );
+                bytes += end - start + 1;
+            }
+            bytes
+        };
+
+        let before = by_kernel();
+        pulls();
+        assert_eq!(by_kernel(), before, "a client alone gets copies");
+
+        // A download that stalls (its client reads nothing) runs beside
+        // the pulls from now on.
+        let mut stalled = std::net::TcpStream::connect(&s.addr).unwrap();
+        write!(stalled, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut settled = by_kernel();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = by_kernel();
+            if now == settled {
+                break;
+            }
+            settled = now;
         }
-        let mib = 1u64 << 20;
-        for (start, end) in [
-            (0, 9),
-            (8 * mib - 3, 8 * mib + 2),
-            (mib, 17 * mib),
-            (20 * mib - 1, 20 * mib - 1),
-        ] {
-            let r = c.call(
-                "GET",
-                &path,
-                &[("range", &format!("bytes={start}-{end}"))],
-                None,
-            );
-            r.expect(206, None);
-            assert!(
-                r.body[..] == data[start as usize..=end as usize],
-                "range {start}-{end} differs"
-            );
-            expected += end - start + 1;
-        }
-        let sent = metric(&c, "registry_http_sendfile_bytes_total") - before;
+        let expected = pulls();
+        let sent = by_kernel() - settled;
         if sendfile {
-            assert_eq!(sent, expected, "every cached byte goes by sendfile");
+            assert_eq!(
+                sent, expected,
+                "beside another download, every cached byte goes by sendfile"
+            );
         } else {
             assert_eq!(sent, 0);
         }
+        drop(stalled);
     }
 }

@@ -268,9 +268,10 @@ pub(super) async fn delete(
 }
 
 /// Streams `remaining` bytes of a file. On a connection that sends files
-/// itself (`kernel`), each piece whose pages are cached is handed to the
-/// socket's `sendfile` as a placeholder frame (see `server::sendfile`).
-/// Otherwise, and for pieces that would wait for the disk, it reads in
+/// itself (`kernel`), while other clients are connected, each piece whose pages are
+/// cached is handed to the socket's `sendfile` as a placeholder frame (see
+/// `server::sendfile`). Otherwise, and for pieces that would wait for the
+/// disk, it reads in
 /// positioned reads of up to 1 MiB, each a job on the blocking pool, the
 /// next started as soon as the previous one is handed to the socket: disk
 /// reads overlap socket writes, and a client that stops reading holds one
@@ -330,7 +331,8 @@ impl FileBody {
     }
 
     fn next_sent_by_kernel(&self) -> bool {
-        self.kernel.is_some() && sendfile::cached(&self.file, self.offset, self.kernel_piece())
+        self.kernel.as_ref().is_some_and(FileQueue::by_kernel)
+            && sendfile::cached(&self.file, self.offset, self.kernel_piece())
     }
 
     fn advance(&mut self, n: u64) {
@@ -351,14 +353,13 @@ impl HttpBody for FileBody {
             if self.remaining == 0 {
                 return Poll::Ready(None);
             }
-            if let Some(queue) = &self.kernel {
-                // Asked again now: the piece may have been cached since.
+            // Asked again now: the piece may have been cached since, or
+            // other clients connected.
+            if let Some(queue) = self.kernel.as_ref().filter(|_| self.next_sent_by_kernel()) {
                 let n = self.kernel_piece();
-                if sendfile::cached(&self.file, self.offset, n) {
-                    let frame = queue.frame(&self.file, self.offset, n as usize);
-                    self.advance(n);
-                    return Poll::Ready(Some(Ok(Frame::data(frame))));
-                }
+                let frame = queue.frame(&self.file, self.offset, n as usize);
+                self.advance(n);
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
             self.start_read();
         }
