@@ -71,6 +71,8 @@ pub struct StorageConfig {
     pub rootdirectory: PathBuf,
     /// Upload data written with O_DIRECT (our extension: `storage.filesystem.directwrites`).
     pub directwrites: bool,
+    /// Memory for upload buffers in all (ours: `storage.filesystem.uploadmemory`).
+    pub uploadmemory: usize,
     pub delete_enabled: bool,
     pub readonly: bool,
     pub uploadpurging: UploadPurging,
@@ -579,6 +581,7 @@ const SCHEMA: &[(&str, Node)] = &[
                 Node::Section(&[
                     ("rootdirectory", Node::Leaf),
                     ("directwrites", Node::Leaf),
+                    ("uploadmemory", Node::Leaf),
                     ("maxthreads", Node::Unimplemented),
                 ]),
             ),
@@ -1497,6 +1500,17 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
         s3,
         rootdirectory: PathBuf::from(rootdirectory),
         directwrites: get_bool(tree, "storage.filesystem.directwrites", true)?,
+        uploadmemory: match get_string(tree, "storage.filesystem.uploadmemory")? {
+            None => crate::storage::DEFAULT_UPLOAD_MEMORY,
+            Some(s) => parse_size(&s)
+                .ok()
+                .filter(|n| *n >= 2 << 20 && *n <= 64 << 30)
+                .ok_or_else(|| {
+                    format!(
+                        "storage.filesystem.uploadmemory {s:?} must be a size from 2MiB to 64GiB"
+                    )
+                })? as usize,
+        },
         delete_enabled: get_bool(tree, "storage.delete.enabled", false)?,
         readonly: get_bool(tree, "storage.maintenance.readonly.enabled", false)?,
         uploadpurging: UploadPurging {

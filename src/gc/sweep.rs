@@ -289,7 +289,9 @@ impl<'a> Sweeper<'a> {
             self.layout,
             ages,
             self.options.dry_run,
-            |_, _, dir| backend.objects().delete_dir(dir).map(|()| true),
+            |repo, id, _| {
+                crate::storage::discard_session(&backend, self.layout, repo, id).map(|()| true)
+            },
         )
         .map_err(|e| GcError::io(self.layout.v2(), e))?;
         report.uploads_deleted += purged.uploads;

@@ -80,6 +80,7 @@ impl App {
             } else {
                 WriteMode::Buffered
             },
+            upload_memory: config.storage.uploadmemory,
             // Serve at once after a start; listings wait for the index.
             index_in_background: true,
         };

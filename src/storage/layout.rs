@@ -141,6 +141,12 @@ impl Layout {
         self.repo_dir(repo).join("_uploads")
     }
 
+    /// An upload session on a file system: one file holding its bytes (a
+    /// directory in Distribution's shape, and in a bucket; see `upload_dir`).
+    pub fn upload_file(&self, repo: &RepoName, id: &UploadId) -> PathBuf {
+        self.uploads_dir(repo).join(id.as_str())
+    }
+
     pub fn upload_dir(&self, repo: &RepoName, id: &UploadId) -> PathBuf {
         self.uploads_dir(repo).join(id.as_str())
     }

@@ -19,6 +19,7 @@
 mod audit;
 pub mod backend;
 mod blobs;
+mod buffers;
 mod cache;
 pub mod changes;
 mod error;
@@ -45,6 +46,7 @@ use crate::oci::media::ManifestKind;
 use crate::oci::{Digest, RepoName};
 
 pub use blobs::{BlobContent, OpenBlob};
+pub use buffers::DEFAULT_BUDGET as DEFAULT_UPLOAD_MEMORY;
 pub use error::StorageError;
 pub use index::Index;
 pub use layout::{Layout, UploadId};
@@ -112,6 +114,8 @@ pub struct StoreOptions {
     pub delete_enabled: bool,
     pub readonly: bool,
     pub write_mode: WriteMode,
+    /// Bytes of upload buffers in all, on a file system (0: the default).
+    pub upload_memory: usize,
     /// Open at once and build the index on a thread of its own (a server,
     /// which must answer right after a start); otherwise `open` returns
     /// with the index complete.
@@ -184,6 +188,10 @@ impl Store {
             changes::Journal::new(&layout)
         };
         let background = options.index_in_background;
+        let upload_memory = match options.upload_memory {
+            0 => DEFAULT_UPLOAD_MEMORY,
+            n => n,
+        };
         let index = if background {
             Index::pending()
         } else {
@@ -200,7 +208,7 @@ impl Store {
             manifest_kinds: DashMap::new(),
             manifest_bytes: cache::ManifestBytes::new(MANIFEST_CACHE_BYTES),
             object_sizes: DashMap::new(),
-            uploads: uploads::Sessions::default(),
+            uploads: uploads::Sessions::new(upload_memory),
             referrers: referrers::Cache::default(),
             repo_locks: DashMap::new(),
         });

@@ -78,7 +78,12 @@ pub fn purge(
                     let session = path.join(&upload.name);
                     // Age from the last write: a slow chunked upload that
                     // is still growing is not abandoned.
-                    let Some(last) = last_write(objects, &session)? else {
+                    let last = match upload.is_dir {
+                        true => last_write(objects, &session)?,
+                        // A session that is one file (see `uploads::file`).
+                        false => objects.stat(&session)?,
+                    };
+                    let Some(last) = last else {
                         continue;
                     };
                     if !older(last.modified, ages.upload) {
@@ -87,7 +92,8 @@ pub fn purge(
                     let removed = dry_run
                         || match &repo {
                             Some(repo) => remove(repo, &id, &session)?,
-                            None => objects.delete_dir(&session).map(|()| true)?,
+                            None if upload.is_dir => objects.delete_dir(&session).map(|()| true)?,
+                            None => objects.delete(&session).map(|()| true)?,
                         };
                     if removed {
                         report.uploads += 1;

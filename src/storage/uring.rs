@@ -13,14 +13,15 @@ use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::writer::{AlignedBuf, BlockWriter};
+use super::buffers::PooledBuf;
+use super::writer::BlockWriter;
 
 /// What comes back from a write: the writer, its buffer, the outcome.
-pub type Done = (BlockWriter, AlignedBuf, io::Result<()>);
+pub type Done = (BlockWriter, io::Result<()>);
 
 struct Job {
     writer: BlockWriter,
-    buf: AlignedBuf,
+    buf: PooledBuf,
     reply: oneshot::Sender<Done>,
 }
 
@@ -44,9 +45,16 @@ fn service() -> &'static Option<mpsc::UnboundedSender<Job>> {
                 runtime.block_on(async move {
                     while let Some(job) = rx.recv().await {
                         tokio_uring::spawn(async move {
-                            let Job { mut writer, buf, reply } = job;
-                            let (buf, result) = writer.write_uring(buf).await;
-                            let _ = reply.send((writer, buf, result));
+                            let Job {
+                                mut writer,
+                                mut buf,
+                                reply,
+                            } = job;
+                            let (aligned, result) = writer.write_uring(buf.detach()).await;
+                            buf.restore(aligned);
+                            // Back to the pool before the reply.
+                            drop(buf);
+                            let _ = reply.send((writer, result));
                         });
                     }
                 });
@@ -66,8 +74,8 @@ fn service() -> &'static Option<mpsc::UnboundedSender<Job>> {
 /// or the write is not one io_uring serves (no O_DIRECT, unaligned start).
 pub fn submit(
     writer: BlockWriter,
-    buf: AlignedBuf,
-) -> Result<oneshot::Receiver<Done>, (BlockWriter, AlignedBuf)> {
+    buf: PooledBuf,
+) -> Result<oneshot::Receiver<Done>, (BlockWriter, PooledBuf)> {
     let Some(tx) = service().as_ref().filter(|_| writer.direct_ready()) else {
         return Err((writer, buf));
     };

@@ -1,10 +1,12 @@
 //! Uploads on a file system: the session's bytes are its `data` file.
 //!
 //! The data path: the connection task hashes each body frame and copies it
-//! into a 1 MiB buffer; each full buffer is written by a job on the blocking
-//! pool while the next one fills (one write in flight), so hashing and
-//! writing overlap, an upload holds about 3 MiB of memory whatever the
-//! blob's size, and a stalled client holds no thread. The file is never
+//! into a 1 MiB buffer from the store's pool (`storage::buffers`); each full
+//! buffer is written by a job on the blocking pool while the next one fills
+//! (one write in flight), so hashing and writing overlap. An upload holds
+//! at most two buffers whatever the blob's size, none while its client
+//! pauses, and all uploads together no more than the pool's budget; a
+//! stalled client holds no thread. The file is never
 //! read back, except to rebuild the hash state of a session the process has
 //! not seen (after a restart) or whose last request never finished.
 
@@ -18,36 +20,56 @@ use super::{blocking, ByteSource, Session, Store};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::backend::fs::{rename_into, touch, Filesystem};
 use crate::storage::backend::Objects;
+use crate::storage::buffers::{BufferPool, PooledBuf};
 use crate::storage::error::StorageError;
 use crate::storage::layout::{Layout, UploadId};
-use crate::storage::writer::{AlignedBuf, BlockWriter, WriteMode, ALIGN};
+use crate::storage::writer::{BlockWriter, WriteMode, ALIGN};
 
 /// Size of the buffers handed to the writer thread.
-const WRITE_CHUNK: usize = 1 << 20;
+const WRITE_CHUNK: usize = crate::storage::buffers::BUFFER;
 
-/// Make the session's directory with its start time and an empty `data`.
-pub(super) fn create(
-    layout: &Layout,
-    repo: &RepoName,
-    id: &UploadId,
-    started: &[u8],
-) -> Result<(), StorageError> {
-    let dir = layout.upload_dir(repo, id);
-    fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
-    let files = Filesystem::new(layout.tmp_dir());
-    let created = files
-        .write(&layout.upload_started_at(repo, id), started)
-        .and_then(|()| {
-            let data = layout.upload_data(repo, id);
-            File::create(&data)
-                .map(drop)
-                .map_err(|e| StorageError::io(&data, e))
-        });
-    if let Err(e) = created {
-        let _ = files.delete_dir(&dir);
-        return Err(e);
+/// Make the session's file, empty.
+///
+/// A session is one file, `_uploads/<id>`, where Distribution makes a
+/// directory holding `data` and `startedat`: one inode instead of three,
+/// and no durable write of a start time (purges go by the time of the last
+/// write, which the file carries). Committed data is in Distribution's
+/// layout either way, and sessions in its shape (from Distribution on a
+/// shared directory, or from an older version of ours) are still served;
+/// Distribution's purge leaves a session without `startedat` alone.
+pub(super) fn create(layout: &Layout, repo: &RepoName, id: &UploadId) -> Result<(), StorageError> {
+    let path = layout.upload_file(repo, id);
+    let create = || File::options().write(true).create_new(true).open(&path);
+    match create() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = layout.uploads_dir(repo);
+            fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+            create().map(drop).map_err(|e| StorageError::io(&path, e))
+        }
+        Err(e) => Err(StorageError::io(&path, e)),
     }
-    Ok(())
+}
+
+/// The file holding a session's bytes: its own file, or `data` in a
+/// session directory of Distribution's shape.
+fn session_file(layout: &Layout, repo: &RepoName, id: &UploadId) -> PathBuf {
+    let file = layout.upload_file(repo, id);
+    match fs::symlink_metadata(&file) {
+        Ok(meta) if meta.is_dir() => layout.upload_data(repo, id),
+        _ => file,
+    }
+}
+
+/// Remove a session's bytes, in either shape; absent is fine.
+pub(super) fn remove(layout: &Layout, repo: &RepoName, id: &UploadId) -> Result<(), StorageError> {
+    let file = layout.upload_file(repo, id);
+    match fs::remove_file(&file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // A directory (EISDIR from unlink on Linux).
+        Err(_) => Filesystem::new(layout.tmp_dir()).delete_dir(&layout.upload_dir(repo, id)),
+    }
 }
 
 /// Whether the session's hash state in memory describes the file: it holds
@@ -61,8 +83,12 @@ pub(super) async fn current(
     if session.hasher.is_none() {
         return Ok(false);
     }
-    let (st, key) = (store.clone(), store.layout.upload_data(&session.repo, id));
-    let size = blocking(move || st.backend.objects().stat(&key)).await?;
+    let (st, repo, id) = (store.clone(), session.repo.clone(), id.clone());
+    let size = blocking(move || {
+        let key = session_file(&st.layout, &repo, &id);
+        st.backend.objects().stat(&key)
+    })
+    .await?;
     Ok(size.map(|m| m.size) == Some(session.size))
 }
 
@@ -73,7 +99,7 @@ pub(super) async fn load(
     session: &mut Session,
     id: &UploadId,
 ) -> Result<(), StorageError> {
-    let path = store.layout.upload_data(&session.repo, id);
+    let path = session_file(&store.layout, &session.repo, id);
     match blocking(move || rehash(&path, Algorithm::Sha256)).await {
         Ok((hasher, size)) => {
             session.hasher = Some(hasher);
@@ -92,11 +118,19 @@ pub(super) async fn receive(
     id: &UploadId,
     body: &mut impl ByteSource,
 ) -> Result<(), StorageError> {
-    let path = store.layout.upload_data(&session.repo, id);
+    let path = session_file(&store.layout, &session.repo, id);
     // Taken out while streaming: if this request never finishes, the
     // next one finds no hasher and rebuilds it from the file.
     let mut hasher = session.hasher.take().expect("locked_session rebuilt it");
-    let outcome = stream_to_file(&path, session.size, store.write_mode(), &mut hasher, body).await;
+    let outcome = stream_to_file(
+        &path,
+        session.size,
+        store.write_mode(),
+        &store.uploads.buffers,
+        &mut hasher,
+        body,
+    )
+    .await;
     match outcome {
         Ok(received) => {
             session.size += received;
@@ -132,7 +166,7 @@ fn commit_blocking(
     digest: &Digest,
     hasher: Option<Hasher>,
 ) -> Result<u64, StorageError> {
-    let data = store.layout.upload_data(repo, id);
+    let data = session_file(&store.layout, repo, id);
     let target = store.layout.blob_data(digest);
     let actual = match hasher {
         Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
@@ -178,20 +212,33 @@ enum StreamError {
     Disk(StorageError),
 }
 
-/// One buffer's write, done on the blocking pool; the writer and the
-/// buffer come back for the next one.
-type WriteJob = std::pin::Pin<
-    Box<dyn Future<Output = Result<(BlockWriter, AlignedBuf, io::Result<()>), String>> + Send>,
->;
+/// One buffer's write, done on the blocking pool, which gives the buffer
+/// back to the pool as soon as it is written; the writer comes back for
+/// the next one.
+type WriteJob =
+    std::pin::Pin<Box<dyn Future<Output = Result<(BlockWriter, io::Result<()>), String>> + Send>>;
+
+/// How long a client may pause with bytes of ours in a buffer before they
+/// are written out and the buffer given back: an upload that trickles or
+/// stalls holds no buffer while it waits.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Where a buffer that starts at file offset `at` must end for the next
+/// one to start on a block boundary (and so be written directly).
+fn buffer_limit(at: u64) -> usize {
+    WRITE_CHUNK - (at % ALIGN as u64) as usize
+}
 
 /// Hash every frame of `body` and append it to the file at `path` (which
-/// holds `offset` bytes). Each full buffer is written by a blocking job
-/// while the next one fills, one job at a time: hashing and writing overlap,
-/// and a client that stalls holds no thread.
+/// holds `offset` bytes). Frames are copied into buffers of the shared
+/// pool; each full buffer is written by a blocking job while the next one
+/// fills (one job at a time), so hashing and writing overlap, and a client
+/// that stalls holds no thread and, after `PAUSE`, no buffer.
 async fn stream_to_file(
     path: &Path,
     offset: u64,
     mode: WriteMode,
+    pool: &Arc<BufferPool>,
     hasher: &mut Hasher,
     body: &mut impl ByteSource,
 ) -> Result<u64, StreamError> {
@@ -201,28 +248,44 @@ async fn stream_to_file(
         .map_err(StreamError::Disk)?;
     let mut pipe = WritePipe {
         path,
-        idle: Some((writer, None)),
+        idle: Some(writer),
         job: None,
     };
 
-    // The first buffer ends where the file reaches a block boundary, so
-    // every later buffer starts aligned and can be written directly.
-    let mut limit = WRITE_CHUNK - (offset % ALIGN as u64) as usize;
-    let mut buf = AlignedBuf::new(WRITE_CHUNK);
+    // Where the bytes handed to the writer so far end.
+    let mut end = offset;
+    let mut buf: Option<PooledBuf> = None;
     let mut received = 0u64;
     let mut client_error = None;
     loop {
-        match body.next_chunk().await {
+        let next = match buf.as_ref().filter(|b| !b.is_empty()) {
+            None => body.next_chunk().await,
+            Some(_) => match tokio::time::timeout(PAUSE, body.next_chunk()).await {
+                Ok(next) => next,
+                Err(_paused) => {
+                    let part = buf.take().expect("holds bytes");
+                    end += part.len() as u64;
+                    pipe.submit(part).await.map_err(StreamError::Disk)?;
+                    continue;
+                }
+            },
+        };
+        match next {
             Some(Ok(frame)) => {
                 hasher.update(&frame);
                 received += frame.len() as u64;
                 let mut rest = &frame[..];
                 while !rest.is_empty() {
-                    let n = buf.fill(rest, limit);
-                    rest = &rest[n..];
-                    if buf.len() == limit {
-                        limit = WRITE_CHUNK;
-                        buf = pipe.submit(buf).await.map_err(StreamError::Disk)?;
+                    let b = match &mut buf {
+                        Some(b) => b,
+                        None => buf.insert(pool.take().await),
+                    };
+                    let limit = buffer_limit(end);
+                    rest = &rest[b.fill(rest, limit)..];
+                    if b.len() == limit {
+                        let full = buf.take().expect("just filled");
+                        end += full.len() as u64;
+                        pipe.submit(full).await.map_err(StreamError::Disk)?;
                     }
                 }
             }
@@ -233,8 +296,8 @@ async fn stream_to_file(
             None => break,
         }
     }
-    if !buf.is_empty() {
-        pipe.submit(buf).await.map_err(StreamError::Disk)?;
+    if let Some(last) = buf.filter(|b| !b.is_empty()) {
+        pipe.submit(last).await.map_err(StreamError::Disk)?;
     }
     pipe.finish().await.map_err(StreamError::Disk)?;
     match client_error {
@@ -246,8 +309,8 @@ async fn stream_to_file(
 /// The writer and at most one write in flight.
 struct WritePipe<'a> {
     path: &'a Path,
-    /// The writer when no job holds it, with a spare buffer to fill next.
-    idle: Option<(BlockWriter, Option<AlignedBuf>)>,
+    /// The writer when no job holds it.
+    idle: Option<BlockWriter>,
     job: Option<WriteJob>,
 }
 
@@ -255,23 +318,22 @@ impl WritePipe<'_> {
     /// Wait for the write in flight, if any, and take the writer back.
     async fn settle(&mut self) -> Result<(), StorageError> {
         if let Some(job) = self.job.take() {
-            let (writer, mut buf, result) = job.await.map_err(|e| {
+            let (writer, result) = job.await.map_err(|e| {
                 StorageError::io(
                     self.path,
                     io::Error::other(format!("write job failed: {e}")),
                 )
             })?;
             result.map_err(|e| StorageError::io(self.path, e))?;
-            buf.clear();
-            self.idle = Some((writer, Some(buf)));
+            self.idle = Some(writer);
         }
         Ok(())
     }
 
-    /// Start writing `full`; return an empty buffer to fill next.
-    async fn submit(&mut self, full: AlignedBuf) -> Result<AlignedBuf, StorageError> {
+    /// Start writing `full`, once the write before it is done.
+    async fn submit(&mut self, full: PooledBuf) -> Result<(), StorageError> {
         self.settle().await?;
-        let (writer, spare) = self.idle.take().expect("settled");
+        let writer = self.idle.take().expect("settled");
         #[cfg(feature = "io-uring")]
         let (writer, full) = match crate::storage::uring::submit(writer, full) {
             Ok(done) => {
@@ -279,19 +341,20 @@ impl WritePipe<'_> {
                     done.await
                         .map_err(|_| "the io_uring thread is gone".to_string())
                 }));
-                return Ok(spare.unwrap_or_else(|| AlignedBuf::new(WRITE_CHUNK)));
+                return Ok(());
             }
             Err(back) => back,
         };
         let mut writer = writer;
         let handle = tokio::task::spawn_blocking(move || {
             let result = writer.write(full.as_slice());
-            (writer, full, result)
+            drop(full);
+            (writer, result)
         });
         self.job = Some(Box::pin(
             async move { handle.await.map_err(|e| e.to_string()) },
         ));
-        Ok(spare.unwrap_or_else(|| AlignedBuf::new(WRITE_CHUNK)))
+        Ok(())
     }
 
     async fn finish(mut self) -> Result<(), StorageError> {

@@ -24,6 +24,7 @@ use dashmap::DashMap;
 use tokio::sync::Mutex;
 
 use super::backend::Backend;
+use super::buffers::BufferPool;
 use super::error::StorageError;
 use super::layout::{Layout, UploadId};
 use super::Store;
@@ -80,9 +81,19 @@ impl Session {
     }
 }
 
-#[derive(Default)]
 pub(super) struct Sessions {
     map: DashMap<UploadId, Arc<Mutex<Session>>>,
+    /// Buffers for the bytes of uploads on a file system.
+    buffers: Arc<BufferPool>,
+}
+
+impl Sessions {
+    pub(super) fn new(buffer_memory: usize) -> Sessions {
+        Sessions {
+            map: DashMap::new(),
+            buffers: BufferPool::new(buffer_memory),
+        }
+    }
 }
 
 type Locked = tokio::sync::OwnedMutexGuard<Session>;
@@ -92,18 +103,18 @@ impl Store {
     pub fn create_upload(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
         self.check_writable()?;
         let id = UploadId::random();
-        let started = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         let mut session = Session::new(repo);
         match &self.backend {
             Backend::Filesystem(_) => {
-                file::create(&self.layout, repo, &id, started.as_bytes())?;
+                file::create(&self.layout, repo, &id)?;
                 session.hasher = Some(crate::oci::Algorithm::Sha256.hasher());
             }
             Backend::S3(_) => {
                 // The start time is the session's mark in the bucket; its
                 // state object appears with the first bytes.
+                let started = time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
                 self.backend.objects().write(
                     &self.layout.upload_started_at(repo, &id),
                     started.as_bytes(),
@@ -299,11 +310,19 @@ impl Store {
         size: u64,
     ) -> Result<u64, StorageError> {
         self.link_blob(repo, digest)?;
-        // The start time first: a session half removed reads as unknown,
-        // not as an empty upload a retried PUT would fail against.
-        let objects = self.backend.objects();
-        objects.delete(&self.layout.upload_started_at(repo, id))?;
-        objects.delete_dir(&self.layout.upload_dir(repo, id))?;
+        match &self.backend {
+            // The session's file became the blob; a session directory of
+            // Distribution's shape is left to remove.
+            Backend::Filesystem(_) => file::remove(&self.layout, repo, id)?,
+            Backend::S3(_) => {
+                // The start time first: a session half removed reads as
+                // unknown, not as an empty upload a retried PUT would fail
+                // against.
+                let objects = self.backend.objects();
+                objects.delete(&self.layout.upload_started_at(repo, id))?;
+                objects.delete_dir(&self.layout.upload_dir(repo, id))?;
+            }
+        }
         Ok(size)
     }
 
@@ -360,10 +379,13 @@ fn remove(
     id: &UploadId,
     state: Option<&object::State>,
 ) -> Result<(), StorageError> {
-    if let Backend::S3(s3) = backend {
-        object::abort(s3, layout, repo, id, state)?;
+    match backend {
+        Backend::S3(s3) => {
+            object::abort(s3, layout, repo, id, state)?;
+            backend.objects().delete_dir(&layout.upload_dir(repo, id))
+        }
+        Backend::Filesystem(_) => file::remove(layout, repo, id),
     }
-    backend.objects().delete_dir(&layout.upload_dir(repo, id))
 }
 
 /// In a bucket, a session lives in memory only while a request holds it:
