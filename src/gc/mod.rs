@@ -144,19 +144,27 @@ pub fn collect(
         .push(("mark".into(), started.elapsed().as_secs_f64()));
 
     let sweeper = sweep::Sweeper::new(&layout, options, cutoff, stop);
+    // Each part of the sweep timed on its own.
+    let timed = |report: &mut Report, phase: &str, started: Instant| {
+        report
+            .phases
+            .push((phase.into(), started.elapsed().as_secs_f64()));
+        Instant::now()
+    };
     let started = Instant::now();
     progress("sweeping manifests");
     let marked = sweeper.manifests(marked, &mut report)?;
     report.blobs_kept = marked.blobs.len();
+    let started = timed(&mut report, "manifests", started);
     progress("sweeping blobs");
     let deleted = sweeper.blobs(&marked.blobs, &mut report)?;
+    let started = timed(&mut report, "blobs", started);
     progress("sweeping links");
     sweeper.layer_links(&deleted, &marked.repos, &mut report)?;
+    let started = timed(&mut report, "links", started);
     progress("sweeping uploads and temp files");
     sweeper.uploads_and_temp(&mut report)?;
-    report
-        .phases
-        .push(("sweep".into(), started.elapsed().as_secs_f64()));
+    timed(&mut report, "uploads", started);
     interrupted(stop)?;
     Ok(report)
 }
@@ -181,10 +189,15 @@ pub(crate) fn par_each<T: Sync>(
 ) -> Vec<String> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let errors = std::sync::Mutex::new(Vec::new());
+    // Most of a sweep's time is the disk's: a file system mounted with
+    // `discard` waits for each freed block's discard, so threads beyond
+    // the cores overlap those waits (delete-untagged on 36,500 blobs, two
+    // cores: 4.6 s of sweep with 2 threads, 3.1 s with 4, 1.7-2.2 s with 8,
+    // 1.5-1.6 s with 16, 1.7 s with 32).
     let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
+        .map(|n| n.get() * 8)
+        .unwrap_or(16)
+        .clamp(8, 32);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {

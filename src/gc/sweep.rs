@@ -42,10 +42,6 @@ enum Outcome {
     Gone,
 }
 
-fn mtime(p: &Path) -> io::Result<SystemTime> {
-    fs::metadata(p).and_then(|m| m.modified())
-}
-
 impl<'a> Sweeper<'a> {
     pub fn new(
         layout: &'a Layout,
@@ -68,17 +64,30 @@ impl<'a> Sweeper<'a> {
     /// Delete `path` if it is older than the cutoff, safely against a
     /// concurrent touch. In a dry run, only look.
     fn delete(&self, path: &Path) -> Result<Outcome, GcError> {
-        let meta = match fs::metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Gone),
-            Err(e) => return Err(GcError::io(path, e)),
-        };
-        let modified = meta.modified().map_err(|e| GcError::io(path, e))?;
-        if modified >= self.cutoff {
-            return Ok(Outcome::Young);
-        }
-        if self.options.dry_run {
-            return Ok(Outcome::Deleted(meta.len()));
+        self.delete_looking(path, true)
+    }
+
+    /// `delete`, where `look_first` says whether to look at the file's time
+    /// before moving it aside. The look spares a young file the move (and
+    /// its readers the moment it is away); without it, a young file is
+    /// moved, seen young by the look after the move, and put back. The
+    /// safety is the look after the move either way.
+    fn delete_looking(&self, path: &Path, look_first: bool) -> Result<Outcome, GcError> {
+        let mut size = 0;
+        if look_first || self.options.dry_run {
+            let meta = match fs::metadata(path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Gone),
+                Err(e) => return Err(GcError::io(path, e)),
+            };
+            let modified = meta.modified().map_err(|e| GcError::io(path, e))?;
+            if modified >= self.cutoff {
+                return Ok(Outcome::Young);
+            }
+            if self.options.dry_run {
+                return Ok(Outcome::Deleted(meta.len()));
+            }
+            size = meta.len();
         }
         let aside = aside_path(path);
         match fs::rename(path, &aside) {
@@ -89,20 +98,27 @@ impl<'a> Sweeper<'a> {
         // A touch between our look and the move: put it back. (The server
         // may also have removed the whole directory meanwhile: then it is
         // gone, by its hand.)
-        let touched = match mtime(&aside) {
-            Ok(t) => t >= self.cutoff,
+        let (touched, moved_size) = match fs::metadata(&aside) {
+            Ok(m) => (
+                m.modified().map_err(|e| GcError::io(&aside, e))? >= self.cutoff,
+                m.len(),
+            ),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Gone),
             Err(e) => return Err(GcError::io(&aside, e)),
         };
         if touched {
             return match fs::rename(&aside, path) {
-                Ok(()) => Ok(Outcome::InUse),
+                Ok(()) if look_first => Ok(Outcome::InUse),
+                Ok(()) => Ok(Outcome::Young),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Outcome::Gone),
                 Err(e) => Err(GcError::io(path, e)),
             };
         }
+        if !look_first {
+            size = moved_size;
+        }
         match fs::remove_file(&aside) {
-            Ok(()) => Ok(Outcome::Deleted(meta.len())),
+            Ok(()) => Ok(Outcome::Deleted(size)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Outcome::Gone),
             Err(e) => Err(GcError::io(&aside, e)),
         }
@@ -113,13 +129,19 @@ impl<'a> Sweeper<'a> {
     pub fn manifests(&self, mut marked: Marked, report: &mut Report) -> Result<Marked, GcError> {
         let untagged = std::mem::take(&mut marked.untagged);
         let outcome = Mutex::new((0usize, 0usize, Vec::new())); // deleted, in use, blobs to keep
+        let touched = Mutex::new(HashSet::new());
         let errors = par_each(&untagged, self.stop, |u| {
             let link = self.layout.revision_link(&u.repo, &u.digest);
             match self.delete(&link)? {
                 Outcome::Deleted(_) => {
                     outcome.lock().unwrap().0 += 1;
                     if !self.options.dry_run {
-                        prune_empty_parents(&link, &self.layout.revisions_dir(&u.repo));
+                        // The digest's directory now; its parents once the
+                        // repository is done (below), not once per link.
+                        if let Some(dir) = link.parent() {
+                            let _ = fs::remove_dir(dir);
+                        }
+                        touched.lock().unwrap().insert(u.repo.clone());
                     }
                 }
                 kept @ (Outcome::InUse | Outcome::Young) => {
@@ -132,6 +154,9 @@ impl<'a> Sweeper<'a> {
             Ok(())
         });
         self.check(errors)?;
+        for repo in touched.into_inner().unwrap() {
+            prune_empty_alg_dirs(&self.layout.revisions_dir(&repo));
+        }
         let (deleted, in_use, keep) = outcome.into_inner().unwrap();
         report.manifests_deleted += deleted;
         report.kept_in_use += in_use;
@@ -187,9 +212,12 @@ impl<'a> Sweeper<'a> {
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Counted here, added to the totals once per prefix.
+        let (mut n, mut bytes, mut in_use) = (0usize, 0u64, 0usize);
+        let mut gone = Vec::new();
         for dir in read_dir(prefix)? {
             if self.stop.load(Ordering::Relaxed) {
-                return Ok(());
+                break;
             }
             let hex = dir
                 .file_name()
@@ -199,30 +227,44 @@ impl<'a> Sweeper<'a> {
             let Some(digest) = Digest::from_layout(&alg, &hex) else {
                 continue; // not a blob directory of ours
             };
-            let data = dir.join("data");
-            // A file set aside by a pass that did not finish: it was being deleted.
-            let left = aside_path(&data);
-            if !self.options.dry_run && left.exists() && !data.exists() {
-                let _ = fs::remove_file(&left);
-            }
+            // A kept blob costs no system call at all.
             if marked.contains(&digest) {
                 continue;
             }
+            let data = dir.join("data");
             match self.delete(&data)? {
                 Outcome::Deleted(size) => {
                     if !self.options.dry_run {
-                        let _ = fs::remove_dir(&dir);
-                        let _ = fs::remove_dir(prefix);
+                        remove_blob_dir(&dir, &data);
                     }
-                    let mut t = totals.lock().unwrap();
-                    t.0 += 1;
-                    t.1 += size;
-                    deleted.lock().unwrap().insert(digest);
+                    n += 1;
+                    bytes += size;
+                    gone.push(digest);
                 }
-                Outcome::InUse => totals.lock().unwrap().2 += 1,
+                Outcome::InUse => in_use += 1,
+                // No data: a pass that stopped between moving it aside and
+                // removing it may have left it aside. (A directory without
+                // either is a push in progress: left alone.)
+                Outcome::Gone if !self.options.dry_run => {
+                    if fs::remove_file(aside_path(&data)).is_ok() {
+                        let _ = fs::remove_dir(&dir);
+                    }
+                }
                 Outcome::Young | Outcome::Gone => {}
             }
         }
+        if n > 0 {
+            if !self.options.dry_run {
+                // Once per prefix, not once per blob: it is empty only when
+                // every blob in it went.
+                let _ = fs::remove_dir(prefix);
+            }
+            let mut t = totals.lock().unwrap();
+            t.0 += n;
+            t.1 += bytes;
+            deleted.lock().unwrap().extend(gone);
+        }
+        totals.lock().unwrap().2 += in_use;
         Ok(())
     }
 
@@ -242,6 +284,7 @@ impl<'a> Sweeper<'a> {
             // Walk the repository's links (not every deleted digest per
             // repository): O(links), whatever was deleted.
             let layers = self.layout.repo_dir(repo).join("_layers");
+            let mut pruned = false;
             for alg in read_dir(&layers)? {
                 let alg_name = alg
                     .file_name()
@@ -261,13 +304,21 @@ impl<'a> Sweeper<'a> {
                         continue;
                     }
                     let link = hex.join("link");
-                    if let Outcome::Deleted(_) = self.delete(&link)? {
+                    // No look before the move: the blob is gone, so nothing
+                    // is served through this link while it is away; a link
+                    // written again during the pass is seen young after
+                    // the move and put back.
+                    if let Outcome::Deleted(_) = self.delete_looking(&link, false)? {
                         count.fetch_add(1, Ordering::Relaxed);
                         if !self.options.dry_run {
-                            prune_empty_parents(&link, &layers);
+                            let _ = fs::remove_dir(&hex);
+                            pruned = true;
                         }
                     }
                 }
+            }
+            if pruned {
+                prune_empty_alg_dirs(&layers);
             }
             Ok(())
         });
@@ -297,6 +348,23 @@ impl<'a> Sweeper<'a> {
         report.uploads_deleted += purged.uploads;
         report.temp_files_deleted += purged.temp_files;
         Ok(())
+    }
+}
+
+/// Remove a blob's directory once its data went; a file another pass left
+/// aside there goes too.
+fn remove_blob_dir(dir: &Path, data: &Path) {
+    if fs::remove_dir(dir).is_err() && fs::remove_file(aside_path(data)).is_ok() {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// Remove the algorithm directories under `dir` (`sha256/`) left empty.
+fn prune_empty_alg_dirs(dir: &Path) {
+    if let Ok(algs) = read_dir(dir) {
+        for alg in algs {
+            prune_empty_parents(&alg.join("x"), dir);
+        }
     }
 }
 
