@@ -3,8 +3,8 @@
 # the body) and pull with curl, against our registry and Debian's
 # docker-registry (CNCF Distribution 2.8) on fresh roots, alternating the
 # two (A B B A per round). Each run: the push, the pull straight after it,
-# the two together (the CI cycle), and the same pull again. Prints MB/s per
-# run and the median of each.
+# the two together (the CI cycle), the same pull again at once, and once
+# more four seconds later. Prints MB/s per run and the median of each.
 #
 #   usage: scripts/bench-curl.sh OUR_BIN [SIZE_MIB=1024] [ROUNDS=2]
 #
@@ -42,13 +42,19 @@ pull() { # PORT REPO -> seconds
 mbs() { awk -v b="$BYTES" -v t="$1" 'BEGIN {printf "%.0f", b / t / 1e6}'; }
 
 # Per run: the push, the pull straight after it (the CI cycle: a build
-# pushes, a test job pulls at once), both together, and a second pull.
+# pushes, a test job pulls at once), both together, a second pull at once
+# and a third four seconds later.
 declare -A R
 run() { # NAME PORT ROUND
 	local repo="bench/r$3" tp tl tw
 	tp=$(push "$2" "$repo")
 	tl=$(pull "$2" "$repo")
 	tw=$(pull "$2" "$repo")
+	# Once the server has had a few seconds to settle (ours brings a blob
+	# read around the page cache into it a second after the pull).
+	sleep 4
+	tx=$(pull "$2" "$repo")
+	R[$1-later]+="$(mbs "$tx") "
 	R[$1-push]+="$(mbs "$tp") "
 	R[$1-pull]+="$(mbs "$tl") "
 	R[$1-both]+="$(mbs "$(awk -v a="$tp" -v b="$tl" 'BEGIN {print a + b}')") "
@@ -72,13 +78,13 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 printf '%-18s %-34s %s\n' "MB/s" "runs" "median"
-for what in push pull both again; do
+for what in push pull both again later; do
 	for name in ours distribution; do
 		printf '%-18s %-34s %s\n' "$name-$what" "${R[$name-$what]}" "$(echo "${R[$name-$what]}" | median)"
 	done
 done
 printf '%d MiB blob, ours / Distribution (medians):' "$SIZE_MIB"
-for what in push pull both again; do
+for what in push pull both again later; do
 	o=$(echo "${R[ours-$what]}" | median); d=$(echo "${R[distribution-$what]}" | median)
 	awk -v w="$what" -v a="$o" -v b="$d" 'BEGIN {printf " %s %.2fx", w, a / b}'
 done

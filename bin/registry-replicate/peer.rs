@@ -257,7 +257,7 @@ impl Peer {
                 let (stream, feed) = BlobStream::channel(size - from);
                 let (digest, counters) = (digest.clone(), counters.clone());
                 match blob.content {
-                    BlobContent::File(file) => {
+                    BlobContent::File(file, _) => {
                         tokio::task::spawn_blocking(move || {
                             read_into(file, from, &digest, &feed, &counters)
                         });

@@ -28,6 +28,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,7 +49,7 @@ static PLACEHOLDER: [u8; FRAME] = [0; FRAME];
 
 /// A file range waiting for the socket.
 struct Pending {
-    file: Arc<File>,
+    file: Arc<dyn AsFd + Send + Sync>,
     offset: u64,
     len: usize,
 }
@@ -78,13 +79,9 @@ impl FileQueue {
 
     /// A frame standing for `len` bytes of `file` from `offset` (at most
     /// [`FRAME`]), to be sent by the connection's socket.
-    pub fn frame(&self, file: &Arc<File>, offset: u64, len: usize) -> Bytes {
+    pub fn frame(&self, file: Arc<dyn AsFd + Send + Sync>, offset: u64, len: usize) -> Bytes {
         let len = len.min(FRAME);
-        self.lock().push_back(Pending {
-            file: file.clone(),
-            offset,
-            len,
-        });
+        self.lock().push_back(Pending { file, offset, len });
         Bytes::from_static(&PLACEHOLDER[..len])
     }
 
@@ -147,7 +144,7 @@ impl SendfileIo {
             ready!(stream.poll_write_ready(cx))?;
             let mut offset = front.offset + at as u64;
             let sent = stream.try_io(Interest::WRITABLE, || {
-                rustix::fs::sendfile(stream, &*front.file, Some(&mut offset), buf.len())
+                rustix::fs::sendfile(stream, front.file.as_fd(), Some(&mut offset), buf.len())
                     .map_err(io::Error::from)
             });
             match sent {
@@ -271,13 +268,13 @@ mod tests {
     fn only_placeholder_slices_are_recognised() {
         let q = FileQueue::default();
         let file = Arc::new(tempfile::tempfile().unwrap());
-        let frame = q.frame(&file, 0, 100);
+        let frame = q.frame(file.clone(), 0, 100);
         assert_eq!(placeholder_at(&frame), Some(0));
         assert_eq!(placeholder_at(&frame[10..]), Some(10));
         assert_eq!(placeholder_at(&frame[..0]), None);
         let other = vec![0u8; 100];
         assert_eq!(placeholder_at(&other), None);
-        let past = q.frame(&file, 0, FRAME + 10);
+        let past = q.frame(file, 0, FRAME + 10);
         assert_eq!(past.len(), FRAME);
     }
 

@@ -19,8 +19,9 @@ pub struct OpenBlob {
 }
 
 pub enum BlobContent {
-    /// A file, read by the server in positioned reads.
-    File(File),
+    /// A file, read by the server in positioned reads (or sent by the
+    /// kernel); its path, to open it again for reads around the page cache.
+    File(File, std::path::PathBuf),
     /// An object in a bucket: the server sends the client to a presigned
     /// URL (`Store::object_url`), or streams it (`Store::read_object`).
     Object(Digest),
@@ -165,7 +166,7 @@ impl Store {
                     let size = f.metadata().map_err(|e| StorageError::io(&path, e))?.len();
                     Ok(OpenBlob {
                         size,
-                        content: BlobContent::File(f),
+                        content: BlobContent::File(f, path),
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {

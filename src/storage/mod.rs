@@ -28,6 +28,7 @@ mod index;
 pub mod layout;
 mod manifests;
 pub mod purge;
+pub mod reader;
 mod referrers;
 mod uploads;
 #[cfg(feature = "io-uring")]

@@ -26,6 +26,7 @@ use crate::server::body::Body;
 use crate::server::error::ApiError;
 use crate::server::sendfile::{self, FileQueue};
 use crate::server::App;
+use crate::storage::reader::BlobReader;
 use crate::storage::BlobContent;
 
 /// Read size for streaming blobs to the socket.
@@ -227,9 +228,9 @@ pub(super) async fn get(
     };
     let (mut resp, start, len) = answer_head(req, &digest, size)?;
     *resp.body_mut() = match content {
-        Some(BlobContent::File(file)) => {
+        Some(BlobContent::File(file, path)) => {
             let kernel = req.extensions().get::<FileQueue>().cloned();
-            FileBody::spawn(file, start, len, kernel).boxed()
+            FileBody::spawn(BlobReader::new(file, path), start, len, kernel).boxed()
         }
         Some(BlobContent::Object(d)) => {
             let stream = app.store.read_object(&d, start, len).await?;
@@ -277,7 +278,7 @@ pub(super) async fn delete(
 /// reads overlap socket writes, and a client that stops reading holds one
 /// buffer and no thread.
 struct FileBody {
-    file: Arc<std::fs::File>,
+    reader: Arc<BlobReader>,
     offset: u64,
     remaining: u64,
     read: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
@@ -285,9 +286,9 @@ struct FileBody {
 }
 
 impl FileBody {
-    fn spawn(file: std::fs::File, start: u64, len: u64, kernel: Option<FileQueue>) -> FileBody {
+    fn spawn(reader: BlobReader, start: u64, len: u64, kernel: Option<FileQueue>) -> FileBody {
         let mut body = FileBody {
-            file: Arc::new(file),
+            reader: Arc::new(reader),
             offset: start,
             remaining: len,
             read: None,
@@ -305,24 +306,14 @@ impl FileBody {
         }
     }
 
+    /// Read the next piece on the blocking pool: through the page cache if
+    /// it is there, around it if not (see `storage::reader`).
     fn start_read(&mut self) {
         let want = self.remaining.min(READ_CHUNK as u64) as usize;
-        let (file, offset) = (self.file.clone(), self.offset);
+        let (reader, offset) = (self.reader.clone(), self.offset);
         self.read = Some(tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; want];
-            match file.read_at(&mut buf, offset)? {
-                // The blob is shorter than the Content-Length we sent: fail
-                // the body rather than send a short blob as whole.
-                0 => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "blob ended early",
-                )),
-                n => {
-                    buf.truncate(n);
-                    Ok(Bytes::from(buf))
-                }
-            }
+            let cold = !sendfile::cached(&reader.file, offset, want as u64);
+            reader.read(offset, want, cold)
         }));
     }
 
@@ -332,7 +323,7 @@ impl FileBody {
 
     fn next_sent_by_kernel(&self) -> bool {
         self.kernel.as_ref().is_some_and(FileQueue::by_kernel)
-            && sendfile::cached(&self.file, self.offset, self.kernel_piece())
+            && sendfile::cached(&self.reader.file, self.offset, self.kernel_piece())
     }
 
     fn advance(&mut self, n: u64) {
@@ -357,7 +348,7 @@ impl HttpBody for FileBody {
             // other clients connected.
             if let Some(queue) = self.kernel.as_ref().filter(|_| self.next_sent_by_kernel()) {
                 let n = self.kernel_piece();
-                let frame = queue.frame(&self.file, self.offset, n as usize);
+                let frame = queue.frame(self.reader.clone(), self.offset, n as usize);
                 self.advance(n);
                 return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
