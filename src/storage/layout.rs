@@ -9,8 +9,9 @@
 //!     _manifests/revisions/<alg>/<hex>/link               manifest in the repo
 //!     _manifests/tags/<tag>/current/link                  what the tag points at
 //!     _manifests/tags/<tag>/index/<alg>/<hex>/link        every digest it pointed at
-//!     _uploads/<id>/data                                  upload in progress
-//!     _uploads/<id>/startedat                             RFC 3339 start time
+//!     _uploads/<id>                                       ours, on a file system: upload in progress
+//!     _uploads/<id>/data                                  upload in progress (Distribution's shape; a bucket)
+//!     _uploads/<id>/startedat                             RFC 3339 start time (the same)
 //!   _tmp/                                                 ours: staging for atomic writes
 //!   _changes/<millis>.<node>.<seq>.<name>                 ours: notes of change between nodes
 //!   _gc/used/<alg>/<hex>                                  ours, in a bucket: last use of a blob
