@@ -258,17 +258,24 @@ async fn stream_to_file(
     let mut received = 0u64;
     let mut client_error = None;
     loop {
-        let next = match buf.as_ref().filter(|b| !b.is_empty()) {
-            None => body.next_chunk().await,
-            Some(_) => match tokio::time::timeout(PAUSE, body.next_chunk()).await {
-                Ok(next) => next,
-                Err(_paused) => {
-                    let part = buf.take().expect("holds bytes");
-                    end += part.len() as u64;
-                    pipe.submit(part).await.map_err(StreamError::Disk)?;
-                    continue;
+        let holding = buf.as_ref().is_some_and(|b| !b.is_empty());
+        let next = {
+            let mut chunk = std::pin::pin!(body.next_chunk());
+            if !holding {
+                chunk.await
+            } else {
+                match tokio::time::timeout(PAUSE, chunk.as_mut()).await {
+                    Ok(next) => next,
+                    Err(_paused) => {
+                        let part = buf.take().expect("holds bytes");
+                        end += part.len() as u64;
+                        pipe.submit(part).await.map_err(StreamError::Disk)?;
+                        // The same wait goes on: a source need not be safe
+                        // to cancel (the pull-through cache's tee is not).
+                        chunk.await
+                    }
                 }
-            },
+            }
         };
         match next {
             Some(Ok(frame)) => {
@@ -377,4 +384,59 @@ fn rehash(path: &Path, algorithm: Algorithm) -> Result<(Hasher, u64), StorageErr
         size += n as u64;
     }
     Ok((hasher, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A source that takes each chunk off its queue, then waits before
+    /// handing it over: cancelled during the wait, it would lose the chunk.
+    struct Slow {
+        queue: std::collections::VecDeque<Bytes>,
+        wait: std::time::Duration,
+    }
+
+    impl ByteSource for Slow {
+        async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+            let chunk = self.queue.pop_front()?;
+            tokio::time::sleep(self.wait).await;
+            Some(Ok(chunk))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_that_pauses_loses_nothing_and_its_bytes_are_written_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session");
+        std::fs::write(&path, b"").unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let mut body = Slow {
+            queue: data.chunks(70_001).map(Bytes::copy_from_slice).collect(),
+            // Longer than PAUSE: every chunk after the first finds bytes
+            // held, which are written out while the source still waits.
+            wait: PAUSE * 3,
+        };
+        let pool = BufferPool::new(2 * WRITE_CHUNK);
+        let mut hasher = Algorithm::Sha256.hasher();
+        let received = match stream_to_file(
+            &path,
+            0,
+            WriteMode::Direct,
+            &pool,
+            &mut hasher,
+            &mut body,
+        )
+        .await
+        {
+            Ok(n) => n,
+            Err(_) => panic!("the stream failed"),
+        };
+        assert_eq!(received, data.len() as u64);
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        let mut expected = Algorithm::Sha256.hasher();
+        expected.update(&data);
+        assert_eq!(hasher.finish(), expected.finish());
+    }
 }
