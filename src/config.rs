@@ -843,6 +843,24 @@ fn get_count(tree: &Value, path: &str, default: usize) -> Result<usize, String> 
     }
 }
 
+/// A size (`64KiB`, `24MiB`, a number of bytes) between `min` and `max`,
+/// named in the message as the config writes them.
+fn get_size_within(
+    tree: &Value,
+    path: &str,
+    default: u64,
+    (min, min_text): (u64, &str),
+    (max, max_text): (u64, &str),
+) -> Result<u64, String> {
+    match get_string(tree, path)? {
+        None => Ok(default),
+        Some(s) => parse_size(&s)
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| format!("{path} {s:?} must be a size from {min_text} to {max_text}")),
+    }
+}
+
 /// A list of strings, also accepting one string.
 fn get_strings(v: Option<&Value>, path: &str) -> Result<Vec<String>, String> {
     match v {
@@ -1500,17 +1518,13 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
         s3,
         rootdirectory: PathBuf::from(rootdirectory),
         directwrites: get_bool(tree, "storage.filesystem.directwrites", true)?,
-        uploadmemory: match get_string(tree, "storage.filesystem.uploadmemory")? {
-            None => crate::storage::DEFAULT_UPLOAD_MEMORY,
-            Some(s) => parse_size(&s)
-                .ok()
-                .filter(|n| *n >= 2 << 20 && *n <= 64 << 30)
-                .ok_or_else(|| {
-                    format!(
-                        "storage.filesystem.uploadmemory {s:?} must be a size from 2MiB to 64GiB"
-                    )
-                })? as usize,
-        },
+        uploadmemory: get_size_within(
+            tree,
+            "storage.filesystem.uploadmemory",
+            crate::storage::DEFAULT_UPLOAD_MEMORY as u64,
+            (2 << 20, "2MiB"),
+            (64 << 30, "64GiB"),
+        )? as usize,
         delete_enabled: get_bool(tree, "storage.delete.enabled", false)?,
         readonly: get_bool(tree, "storage.maintenance.readonly.enabled", false)?,
         uploadpurging: UploadPurging {
@@ -1603,15 +1617,13 @@ fn read_config(tree: &Value, mut warnings: Vec<String>) -> Result<Config, String
         max_manifest_bytes,
         tls: read_tls(tree)?,
         max_connections: get_count(tree, "http.maxconnections", 4096)?,
-        max_header_bytes: match get_string(tree, "http.maxheaderbytes")? {
-            None => 64 << 10,
-            Some(s) => parse_size(&s)
-                .ok()
-                .filter(|n| *n >= 8192 && *n <= 16 << 20)
-                .ok_or_else(|| {
-                    format!("http.maxheaderbytes {s:?} must be a size from 8KiB to 16MiB")
-                })? as usize,
-        },
+        max_header_bytes: get_size_within(
+            tree,
+            "http.maxheaderbytes",
+            64 << 10,
+            (8192, "8KiB"),
+            (16 << 20, "16MiB"),
+        )? as usize,
         header_timeout: get_duration(tree, "http.headertimeout", Duration::from_secs(30))?,
         sendfile: get_bool(tree, "http.sendfile", true)?,
         debug: read_debug(tree)?,

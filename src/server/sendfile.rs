@@ -22,11 +22,11 @@
 //! so TLS keeps the ordinary path.
 //!
 //! A frame whose pages are not in the page cache is read into memory on the
-//! blocking pool instead (`FileBody`'s read path), because `sendfile` would
-//! wait for the disk on a runtime thread.
+//! blocking pool instead (`FileBody`'s read path, asking
+//! `storage::reader::BlobReader::cached`), because `sendfile` would wait for
+//! the disk on a runtime thread.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
 use std::pin::Pin;
@@ -230,36 +230,6 @@ impl hyper::rt::Write for SendfileIo {
     }
 }
 
-/// Whether the pages of `len` bytes of `file` from `offset` are in the page
-/// cache, as far as a few one-byte reads that may not wait for the disk
-/// tell (one per `PROBE_STEP` and the last byte). Where the kernel cannot
-/// say, the answer is yes: `sendfile` then waits for the disk at worst.
-pub fn cached(file: &File, offset: u64, len: u64) -> bool {
-    const PROBE_STEP: u64 = 1 << 20;
-    if len == 0 {
-        return true;
-    }
-    let last = offset + len - 1;
-    let probes = (offset..=last).step_by(PROBE_STEP as usize).chain([last]);
-    let mut byte = [0u8; 1];
-    for at in probes {
-        let read = rustix::io::preadv2(
-            file,
-            &mut [io::IoSliceMut::new(&mut byte)],
-            at,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        );
-        match read {
-            Ok(1) => continue,
-            // Shorter than announced: let the read path report it.
-            Ok(_) => return false,
-            Err(rustix::io::Errno::AGAIN) => return false,
-            Err(_) => return true,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,15 +246,5 @@ mod tests {
         assert_eq!(placeholder_at(&other), None);
         let past = q.frame(file, 0, FRAME + 10);
         assert_eq!(past.len(), FRAME);
-    }
-
-    #[test]
-    fn a_file_just_written_is_cached_and_a_short_one_is_not() {
-        use std::io::Write;
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&vec![7u8; 3 << 20]).unwrap();
-        assert!(cached(&f, 0, 3 << 20));
-        assert!(cached(&f, 5, 10));
-        assert!(!cached(&f, 0, (3 << 20) + 1));
     }
 }

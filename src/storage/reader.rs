@@ -28,7 +28,7 @@ use super::writer::{AlignedBuf, ALIGN};
 
 /// A blob's file opened for a download.
 pub struct BlobReader {
-    pub file: File,
+    file: File,
     path: PathBuf,
     /// The same file opened with O_DIRECT, once a piece needs it (`None`
     /// where the file system refuses it).
@@ -72,6 +72,37 @@ impl BlobReader {
                 Ok(Bytes::from(buf))
             }
         }
+    }
+
+    /// Whether the pages of `len` bytes from `offset` are in the page cache,
+    /// as far as a few one-byte reads that may not wait for the disk tell
+    /// (one per `PROBE_STEP` and the last byte). Where the kernel cannot
+    /// say, the answer is yes: a read through the cache, or `sendfile`,
+    /// then waits for the disk at worst.
+    pub fn cached(&self, offset: u64, len: u64) -> bool {
+        const PROBE_STEP: u64 = 1 << 20;
+        if len == 0 {
+            return true;
+        }
+        let last = offset + len - 1;
+        let probes = (offset..=last).step_by(PROBE_STEP as usize).chain([last]);
+        let mut byte = [0u8; 1];
+        for at in probes {
+            let read = rustix::io::preadv2(
+                &self.file,
+                &mut [io::IoSliceMut::new(&mut byte)],
+                at,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            );
+            match read {
+                Ok(1) => continue,
+                // Shorter than announced: let the read report it.
+                Ok(_) => return false,
+                Err(rustix::io::Errno::AGAIN) => return false,
+                Err(_) => return true,
+            }
+        }
+        true
     }
 
     fn direct(&self) -> Option<&File> {
@@ -184,6 +215,19 @@ fn cache_behind(file: File) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_just_written_is_cached_and_a_short_one_is_not() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&vec![7u8; 3 << 20]).unwrap();
+        let r = BlobReader::new(File::open(&path).unwrap(), path);
+        assert!(r.cached(0, 3 << 20));
+        assert!(r.cached(5, 10));
+        assert!(!r.cached(0, (3 << 20) + 1));
+    }
 
     #[test]
     fn reads_around_the_cache_give_the_same_bytes_at_any_offset() {

@@ -312,7 +312,7 @@ impl FileBody {
         let want = self.remaining.min(READ_CHUNK as u64) as usize;
         let (reader, offset) = (self.reader.clone(), self.offset);
         self.read = Some(tokio::task::spawn_blocking(move || {
-            let cold = !sendfile::cached(&reader.file, offset, want as u64);
+            let cold = !reader.cached(offset, want as u64);
             reader.read(offset, want, cold)
         }));
     }
@@ -323,7 +323,7 @@ impl FileBody {
 
     fn next_sent_by_kernel(&self) -> bool {
         self.kernel.as_ref().is_some_and(FileQueue::by_kernel)
-            && sendfile::cached(&self.reader.file, self.offset, self.kernel_piece())
+            && self.reader.cached(self.offset, self.kernel_piece())
     }
 
     fn advance(&mut self, n: u64) {
