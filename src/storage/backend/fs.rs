@@ -221,12 +221,19 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 /// aside: a file touched before the move is put back; a touch after the
 /// move finds nothing, and the manifest is refused (the client uploads
 /// the blob again). So nothing a stored manifest needs is ever deleted.
+///
+/// A touch is an open, then a time set on the open file: the collector may
+/// move the file aside and look at its (old) time between the two, and
+/// delete it. So once the time is set, the path must still name the file
+/// touched; if it does not, the touch counts as having found nothing (a
+/// touch that raced with a move the collector then undid refuses one
+/// manifest needlessly, which is safe).
 pub fn touch(path: &Path) -> Result<bool, StorageError> {
     match fs::OpenOptions::new().write(true).open(path) {
         Ok(f) => {
             f.set_modified(std::time::SystemTime::now())
                 .map_err(|e| StorageError::io(path, e))?;
-            Ok(true)
+            still_named(&f, path)
         }
         Err(e) if absent(&e) => Ok(false),
         // Not ours to write (a read-only store): existence is all we learn.
@@ -240,6 +247,17 @@ pub fn touch(path: &Path) -> Result<bool, StorageError> {
                 Err(e) => Err(StorageError::io(path, e)),
             }
         }
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// Whether `path` names the open file `f` (not another, nor nothing).
+fn still_named(f: &File, path: &Path) -> Result<bool, StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    let open = f.metadata().map_err(|e| StorageError::io(path, e))?;
+    match fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.ino() == open.ino() && now.dev() == open.dev()),
+        Err(e) if absent(&e) => Ok(false),
         Err(e) => Err(StorageError::io(path, e)),
     }
 }
@@ -269,6 +287,27 @@ pub fn prune_empty_parents(path: &Path, stop: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a touch checks once the time is set: a file moved aside (or
+    /// replaced by another) between its open and the time is not the one
+    /// the path names, so the touch found nothing.
+    #[test]
+    fn a_touched_file_moved_aside_meanwhile_counts_as_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let aside = dir.path().join("data.gc-aside");
+        fs::write(&path, b"blob").unwrap();
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(still_named(&f, &path).unwrap());
+        fs::rename(&path, &aside).unwrap();
+        assert!(!still_named(&f, &path).unwrap(), "moved aside");
+        fs::write(&path, b"blob").unwrap();
+        assert!(!still_named(&f, &path).unwrap(), "another file now");
+        fs::rename(&aside, &path).unwrap();
+        assert!(still_named(&f, &path).unwrap(), "put back");
+        assert!(touch(&path).unwrap());
+        assert!(!touch(&dir.path().join("none")).unwrap());
+    }
 
     #[test]
     fn passes_the_backend_suite() {
