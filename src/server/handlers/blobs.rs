@@ -269,14 +269,13 @@ pub(super) async fn delete(
 }
 
 /// Streams `remaining` bytes of a file. On a connection that sends files
-/// itself (`kernel`), while other clients are connected, each piece whose pages are
-/// cached is handed to the socket's `sendfile` as a placeholder frame (see
-/// `server::sendfile`). Otherwise, and for pieces that would wait for the
-/// disk, it reads in
-/// positioned reads of up to 1 MiB, each a job on the blocking pool, the
-/// next started as soon as the previous one is handed to the socket: disk
-/// reads overlap socket writes, and a client that stops reading holds one
-/// buffer and no thread.
+/// itself (`kernel`), while other clients are connected, each piece whose
+/// pages are cached is handed to the socket's `sendfile` as a placeholder
+/// frame (see `server::sendfile`). Otherwise, and for pieces that would
+/// wait for the disk, it reads in positioned reads of up to 1 MiB, each a
+/// job on the blocking pool, the next started as soon as the previous one
+/// is handed to the socket: disk reads overlap socket writes, and a client
+/// that stops reading holds one buffer and no thread.
 struct FileBody {
     reader: Arc<BlobReader>,
     offset: u64,
