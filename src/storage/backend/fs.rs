@@ -196,12 +196,19 @@ impl Drop for TempFile {
 /// Rename `from` to `to`, creating `to`'s parent, and fsync that parent.
 pub fn rename_into(from: &Path, to: &Path) -> Result<(), StorageError> {
     let parent = to.parent().expect("target has a parent");
-    if let Err(e) = fs::rename(from, to) {
-        if e.kind() != io::ErrorKind::NotFound {
-            return Err(StorageError::io(to, e));
+    // A collector removes the directories its deletions empty, and may
+    // remove one created here before the rename lands in it: then it is
+    // created again (a few times; a missing `from` ends it too).
+    let mut created = 0;
+    loop {
+        match fs::rename(from, to) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && created < 4 => {
+                created += 1;
+                fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
+            }
+            Err(e) => return Err(StorageError::io(to, e)),
         }
-        fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
-        fs::rename(from, to).map_err(|e| StorageError::io(to, e))?;
     }
     sync_dir(parent)
 }
