@@ -10,16 +10,19 @@
 //!
 //! Safety beside a live server (no read-only mode): nothing younger than
 //! the grace period is deleted (a layer waiting for its manifest), and
-//! every deletion moves the file aside first and looks at its time again:
-//! the server touches every blob and link a manifest needs before storing
-//! it (storage::fsutil::touch), so a touch before the move puts the file
-//! back, and a touch after it finds nothing and the push is refused. A
-//! manifest whose deletion is called off keeps everything it references.
+//! every deletion of a blob or a revision moves the file aside first and
+//! looks at its time again: the server touches every blob and link a
+//! manifest needs before storing it (storage::backend::fs::touch), so a
+//! touch before the move puts the file back, and a touch after it finds
+//! nothing and the push is refused. A manifest whose deletion is called off
+//! keeps everything it references. The links of deleted blobs are removed
+//! and written back if the blob came back meanwhile (`sweep`).
 //!
 //! Doubt never deletes: if any directory, link or manifest cannot be read,
 //! the pass reports it and deletes nothing.
 
 mod bucket;
+mod dir;
 pub mod expire;
 mod mark;
 mod sweep;
