@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -47,9 +47,9 @@ impl BlobReader {
         }
     }
 
-    /// Up to `want` bytes from `offset`: through the page cache, or around
-    /// it when `cold`. Blocking. An error at the end of the file: the blob
-    /// is shorter than announced.
+    /// Up to `want` bytes (at most `PIECE`) from `offset`: through the
+    /// page cache, or around it when `cold`. Blocking. An error at the end
+    /// of the file: the blob is shorter than announced.
     pub fn read(&self, offset: u64, want: usize, cold: bool) -> io::Result<Bytes> {
         if cold {
             if let Some(direct) = self.direct() {
@@ -64,12 +64,12 @@ impl BlobReader {
                 }
             }
         }
-        let mut buf = vec![0u8; want];
-        match self.file.read_at(&mut buf, offset)? {
+        let mut buf = spare_buf(want);
+        match self.file.read_at(&mut buf.capacity_mut()[..want], offset)? {
             0 => Err(ended_early()),
             n => {
-                buf.truncate(n);
-                Ok(Bytes::from(buf))
+                buf.set_len(n);
+                Ok(Piece::bytes(buf, 0..n))
             }
         }
     }
@@ -147,14 +147,74 @@ fn read_direct(file: &File, offset: u64, want: usize) -> io::Result<Bytes> {
     let start = offset / ALIGN as u64 * ALIGN as u64;
     let skip = (offset - start) as usize;
     let len = (skip + want).div_ceil(ALIGN) * ALIGN;
-    let mut buf = AlignedBuf::new(len);
+    let mut buf = spare_buf(len);
     // Short only at the end of the file.
-    let n = file.read_at(buf.capacity_mut(), start)?;
+    let n = file.read_at(&mut buf.capacity_mut()[..len], start)?;
     if n <= skip {
         return Err(ended_early());
     }
     buf.set_len(n);
-    Ok(buf.into_bytes(skip..skip + want))
+    Ok(Piece::bytes(buf, skip..(skip + want).min(n)))
+}
+
+/// The most a download reads at once.
+pub const PIECE: usize = 1 << 20;
+/// A read buffer: a piece at any offset, rounded out to whole blocks.
+const PIECE_BUF: usize = PIECE + 2 * ALIGN;
+/// Read buffers kept for the next read once their bytes are sent, at
+/// most this many: zeroing a fresh buffer for every read was an eighth of
+/// a cold pull's CPU, and memory handed back to the host is slow to get
+/// again on these machines (DESIGN.md).
+const SPARE_MAX: usize = 16;
+static SPARE: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
+
+/// A read buffer of at least `len` bytes: a spare one if there is one.
+fn spare_buf(len: usize) -> AlignedBuf {
+    if len > PIECE_BUF {
+        return AlignedBuf::new(len);
+    }
+    let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    spare.unwrap_or_else(|| AlignedBuf::new(PIECE_BUF))
+}
+
+/// The bytes of a read, handed on as `Bytes` without a copy; when the last
+/// of them is sent, the buffer goes back to the spares.
+struct Piece {
+    buf: Option<AlignedBuf>,
+    range: std::ops::Range<usize>,
+}
+
+impl Piece {
+    fn bytes(buf: AlignedBuf, range: std::ops::Range<usize>) -> Bytes {
+        Bytes::from_owner(Piece {
+            buf: Some(buf),
+            range,
+        })
+    }
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        match &self.buf {
+            Some(buf) => &buf.as_slice()[self.range.clone()],
+            None => &[],
+        }
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let Some(mut buf) = self.buf.take() else {
+            return;
+        };
+        if buf.capacity() == PIECE_BUF {
+            let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+            if spare.len() < SPARE_MAX {
+                buf.clear();
+                spare.push(buf);
+            }
+        }
+    }
 }
 
 /// How long after a download that read around the cache its file starts

@@ -84,6 +84,10 @@ impl AlignedBuf {
         &self.mem[self.start..self.start + self.len]
     }
 
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// The whole capacity, to read into; say how much was read with
     /// [`AlignedBuf::set_len`].
     pub fn capacity_mut(&mut self) -> &mut [u8] {
@@ -92,13 +96,6 @@ impl AlignedBuf {
 
     pub fn set_len(&mut self, len: usize) {
         self.len = len.min(self.cap);
-    }
-
-    /// `range` of the bytes held, as `Bytes`, without a copy.
-    pub fn into_bytes(self, range: std::ops::Range<usize>) -> bytes::Bytes {
-        let end = range.end.min(self.len);
-        let start = range.start.min(end);
-        bytes::Bytes::from(self.mem).slice(self.start + start..self.start + end)
     }
 }
 

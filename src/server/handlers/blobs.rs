@@ -1,6 +1,7 @@
 //! `/v2/<name>/blobs/<digest>`: GET and HEAD (with single `Range`
 //! requests), DELETE of the repository's link.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -26,11 +27,8 @@ use crate::server::body::Body;
 use crate::server::error::ApiError;
 use crate::server::sendfile::{self, FileQueue};
 use crate::server::App;
-use crate::storage::reader::BlobReader;
+use crate::storage::reader::{self, BlobReader};
 use crate::storage::BlobContent;
-
-/// Read size for streaming blobs to the socket.
-const READ_CHUNK: usize = 1 << 20;
 
 /// A satisfiable byte range, inclusive.
 #[derive(Debug, PartialEq, Eq)]
@@ -273,16 +271,25 @@ pub(super) async fn delete(
 /// pages are cached is handed to the socket's `sendfile` as a placeholder
 /// frame (see `server::sendfile`). Otherwise, and for pieces that would
 /// wait for the disk, it reads in positioned reads of up to 1 MiB, each a
-/// job on the blocking pool, the next started as soon as the previous one
-/// is handed to the socket: disk reads overlap socket writes, and a client
-/// that stops reading holds one buffer and no thread.
+/// job on the blocking pool, `READS_AHEAD` of them in flight: disk reads
+/// overlap each other and the socket's writes, and a client that stops
+/// reading holds those buffers and no thread.
 struct FileBody {
     reader: Arc<BlobReader>,
+    /// The next byte to send, and how many are left to send.
     offset: u64,
     remaining: u64,
-    read: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+    /// Reads in flight, in order, for the bytes from `offset` on.
+    reads: VecDeque<tokio::task::JoinHandle<io::Result<Bytes>>>,
+    /// How many bytes those reads cover.
+    reading: u64,
     kernel: Option<FileQueue>,
 }
+
+/// Reads in flight per download. One read of 1 MiB at a time left a cold
+/// pull waiting on the disk between reads; with several the disk's queue
+/// stays full.
+const READS_AHEAD: usize = 3;
 
 impl FileBody {
     fn spawn(reader: BlobReader, start: u64, len: u64, kernel: Option<FileQueue>) -> FileBody {
@@ -290,29 +297,43 @@ impl FileBody {
             reader: Arc::new(reader),
             offset: start,
             remaining: len,
-            read: None,
+            reads: VecDeque::new(),
+            reading: 0,
             kernel,
         };
         body.read_ahead();
         body
     }
 
-    /// Start reading the next piece now, unless the kernel will send it
-    /// from the page cache.
+    /// Start reads up to `READS_AHEAD`, unless the kernel will send the
+    /// next piece from the page cache.
     fn read_ahead(&mut self) {
-        if self.remaining > 0 && !self.next_sent_by_kernel() {
+        if self.reads.is_empty() && (self.remaining == 0 || self.next_sent_by_kernel()) {
+            return;
+        }
+        while self.reads.len() < READS_AHEAD && self.reading < self.remaining {
             self.start_read();
         }
     }
 
-    /// Read the next piece on the blocking pool: through the page cache if
-    /// it is there, around it if not (see `storage::reader`).
+    /// Read the next piece not yet asked for on the blocking pool: through
+    /// the page cache if it is there, around it if not (see
+    /// `storage::reader`). A piece must come whole: the next is already
+    /// being read from where it ends.
     fn start_read(&mut self) {
-        let want = self.remaining.min(READ_CHUNK as u64) as usize;
-        let (reader, offset) = (self.reader.clone(), self.offset);
-        self.read = Some(tokio::task::spawn_blocking(move || {
-            let cold = !reader.cached(offset, want as u64);
-            reader.read(offset, want, cold)
+        let want = (self.remaining - self.reading).min(reader::PIECE as u64) as usize;
+        let (reader, at) = (self.reader.clone(), self.offset + self.reading);
+        self.reading += want as u64;
+        self.reads.push_back(tokio::task::spawn_blocking(move || {
+            let cold = !reader.cached(at, want as u64);
+            let piece = reader.read(at, want, cold)?;
+            if piece.len() < want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob ended early",
+                ));
+            }
+            Ok(piece)
         }));
     }
 
@@ -339,7 +360,7 @@ impl HttpBody for FileBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.read.is_none() {
+        if self.reads.is_empty() {
             if self.remaining == 0 {
                 return Poll::Ready(None);
             }
@@ -351,17 +372,21 @@ impl HttpBody for FileBody {
                 self.advance(n);
                 return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
-            self.start_read();
+            while self.reads.len() < READS_AHEAD && self.reading < self.remaining {
+                self.start_read();
+            }
         }
-        let read = self.read.as_mut().expect("started above");
+        let read = self.reads.front_mut().expect("started above");
         let result = match Pin::new(read).poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
         };
-        self.read = None;
+        self.reads.pop_front();
         match result {
             Ok(Ok(data)) => {
-                self.advance(data.len() as u64);
+                let n = data.len() as u64;
+                self.reading -= n;
+                self.advance(n);
                 self.read_ahead();
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
