@@ -267,14 +267,17 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 /// request body handed on; otherwise the head limit. Each piece is a
 /// wake-up of the request's task, and on these machines a wake-up is
 /// costly: a 1 GiB push took 1.66 s of server CPU read in 64 KiB pieces,
-/// 1.23 s in 256 KiB and 1.10 s in 1 MiB (BENCHMARKS.md). But a
-/// connection keeps its buffer, which grows to this while its client
+/// 1.19-1.23 s in 256 or 512 KiB and 1.10 s in 1 MiB (BENCHMARKS.md). But
+/// a connection keeps its buffer, which grows to this while its client
 /// sends faster than the disk takes it: with 1 MiB for every connection,
-/// 64 uploads at once peaked at 204 MiB, against 59 MiB.
-const READ_BUFFER: usize = 1 << 20;
+/// 64 uploads at once peaked at 204 MiB, against 59 MiB; with 1 MiB for
+/// the first four, at 71 MiB, more than Distribution's 56; with 512 KiB
+/// for the first two, at 55 MiB.
+const READ_BUFFER: usize = 512 << 10;
 /// Connections open (this one included) up to which a new one reads in
-/// `READ_BUFFER` pieces.
-const FEW_CONNECTIONS: usize = 4;
+/// `READ_BUFFER` pieces: two, so that a client's next connection gets it
+/// even before the server has seen its last one close.
+const FEW_CONNECTIONS: usize = 2;
 
 /// HTTP/1.1 on one connection, with the header size and time limits.
 /// `files`: the connection's queue of file ranges when its socket sends
