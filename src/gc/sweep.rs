@@ -68,34 +68,18 @@ impl<'a> Sweeper<'a> {
     }
 
     /// Delete `name` in `dir` if it is older than the cutoff, safely
-    /// against a concurrent touch. In a dry run, only look.
+    /// against a concurrent touch: look at its time, move it aside, look
+    /// again (the safety is this second look), and put it back if it was
+    /// touched meanwhile. In a dry run, only look.
     fn delete(&self, dir: &OpenDir, name: &str) -> Result<Outcome, GcError> {
-        self.delete_looking(dir, name, true)
-    }
-
-    /// `delete`, where `look_first` says whether to look at the file's time
-    /// before moving it aside. The look spares a young file the move (and
-    /// its readers the moment it is away); without it, a young file is
-    /// moved, seen young by the look after the move, and put back. The
-    /// safety is the look after the move either way.
-    fn delete_looking(
-        &self,
-        dir: &OpenDir,
-        name: &str,
-        look_first: bool,
-    ) -> Result<Outcome, GcError> {
-        let mut size = 0;
-        if look_first || self.options.dry_run {
-            let Some(seen) = dir.look(name).map_err(|e| dir.error(name, e))? else {
-                return Ok(Outcome::Gone);
-            };
-            if seen.modified >= self.cutoff {
-                return Ok(Outcome::Young);
-            }
-            if self.options.dry_run {
-                return Ok(Outcome::Deleted(seen.size));
-            }
-            size = seen.size;
+        let Some(seen) = dir.look(name).map_err(|e| dir.error(name, e))? else {
+            return Ok(Outcome::Gone);
+        };
+        if seen.modified >= self.cutoff {
+            return Ok(Outcome::Young);
+        }
+        if self.options.dry_run {
+            return Ok(Outcome::Deleted(seen.size));
         }
         let aside = aside_name(name);
         match dir.rename(name, &aside) {
@@ -111,17 +95,13 @@ impl<'a> Sweeper<'a> {
         };
         if moved.modified >= self.cutoff {
             return match dir.rename(&aside, name) {
-                Ok(()) if look_first => Ok(Outcome::InUse),
-                Ok(()) => Ok(Outcome::Young),
+                Ok(()) => Ok(Outcome::InUse),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Outcome::Gone),
                 Err(e) => Err(dir.error(name, e)),
             };
         }
-        if !look_first {
-            size = moved.size;
-        }
         match dir.remove_file(&aside) {
-            Ok(()) => Ok(Outcome::Deleted(size)),
+            Ok(()) => Ok(Outcome::Deleted(seen.size)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Outcome::Gone),
             Err(e) => Err(dir.error(&aside, e)),
         }
