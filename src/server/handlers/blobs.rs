@@ -311,6 +311,10 @@ impl FileBody {
         if self.reads.is_empty() && (self.remaining == 0 || self.next_sent_by_kernel()) {
             return;
         }
+        self.fill_reads();
+    }
+
+    fn fill_reads(&mut self) {
         while self.reads.len() < READS_AHEAD && self.reading < self.remaining {
             self.start_read();
         }
@@ -372,9 +376,7 @@ impl HttpBody for FileBody {
                 self.advance(n);
                 return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
-            while self.reads.len() < READS_AHEAD && self.reading < self.remaining {
-                self.start_read();
-            }
+            self.fill_reads();
         }
         let read = self.reads.front_mut().expect("started above");
         let result = match Pin::new(read).poll(cx) {
