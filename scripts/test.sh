@@ -42,13 +42,14 @@ env -u TEST_S3_STORE cargo test --locked -- --skip on_s3:: 2>&1 | tee "$log/carg
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 count "$log/cargo.log" 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed'
 
-# The API and collector suites again with every server's store in the
-# bucket, and the tests of S3 itself. Left out: what is about files by
+# The API and collector suites, the crash loop and the hostile requests
+# again with every server's store in the bucket, and the tests of S3
+# itself. Left out: what is about files by
 # nature (a renamed root, the O_DIRECT writer, the bound on memory of the
 # file data path, files aged or corrupted by hand, sendfile, the shape of
 # an upload session on disk).
 echo "== cargo test (S3, SeaweedFS on $SEAWEEDFS_ENDPOINT)"
-cargo test --locked --test it -- on_s3:: nodes:: blobs:: manifests:: uploads:: api:: auth:: gc:: web:: notifications:: pull_through:: verify:: \
+cargo test --locked --test it -- on_s3:: nodes:: blobs:: manifests:: uploads:: api:: auth:: gc:: web:: notifications:: pull_through:: verify:: crash:: hostile:: \
 	replicate::a_registry_config_names_the_store_to_read \
 	--skip gc::grace_keeps_recent_uploads_and_old_sessions_go \
 	--skip gc::unreadable_input_deletes_nothing \

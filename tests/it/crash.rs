@@ -9,8 +9,9 @@
 //!
 //! What the crash cut before its answer (a push or delete never
 //! acknowledged) may have happened or not; it is not checked. Bounded:
-//! `ROUNDS` crashes, each after at most a second of load. The choices come
-//! from a seeded generator (`CRASH_SEED` repeats a run).
+//! `ROUNDS` crashes, each after at most a second of load (two with the
+//! store in a bucket). The choices come from a seeded generator
+//! (`CRASH_SEED` repeats a run).
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -41,12 +42,17 @@ struct Ledger {
     deletes_sent: u64,
     /// Requests cut by the crash (no whole answer).
     cut: u64,
+    /// Of those, pushes of a layer in PATCHes.
+    cut_in_patches: u64,
 }
 
 /// One writer until the server dies: images with unique tags, a layer of
-/// 1 KiB to 512 KiB, now and then the delete of one of its own earlier
-/// tags. A status other than the expected one fails the test: only the
-/// crash may stop a request.
+/// 1 KiB to 512 KiB pushed in one request or, one image in eight (the
+/// first writer's first of each round among them), of 12 to 16 MiB pushed
+/// in 4 MiB PATCHes (in a bucket: pieces, then a multipart upload), now
+/// and then the delete of one of its own earlier tags. A status other
+/// than the expected one fails the test: only the crash may stop a
+/// request.
 fn writer(addr: String, round: u64, w: usize, seed: u64, ledger: Arc<Mutex<Ledger>>) {
     let c = Client::for_addr(&addr);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -80,22 +86,22 @@ fn writer(addr: String, round: u64, w: usize, seed: u64, ledger: Arc<Mutex<Ledge
             continue;
         }
         let config = format!(r#"{{"round":{round},"w":{w},"i":{i}}}"#).into_bytes();
-        let len = rng.gen_range(1 << 10..512 << 10);
-        let layer: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        // The first writer's first of each round: rounds are short, and
+        // a bucket takes a second for one.
+        let big = (i + w as u64).is_multiple_of(8);
+        let len = match big {
+            true => rng.gen_range(12 << 20..16 << 20),
+            false => rng.gen_range(1 << 10..512 << 10),
+        };
+        let mut layer = vec![0u8; len];
+        rng.fill(&mut layer[..]);
         ledger.lock().unwrap().pushes_sent += 1;
-        let mut ok = true;
-        for b in [&config, &layer] {
-            let path = format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(b));
-            match c.try_call("POST", &path, &[], Some(b)) {
-                Ok(r) => {
-                    r.expect(201, None);
-                }
-                Err(_) => ok = false,
-            }
-            if !ok {
-                break;
-            }
-        }
+        let config_ok = push_monolithic(&c, &repo, &config);
+        let ok = config_ok
+            && match big {
+                true => push_in_patches(&c, &repo, &layer),
+                false => push_monolithic(&c, &repo, &layer),
+            };
         let tag = format!("r{round}-{i}");
         let manifest = image_manifest(
             &sha256(&config),
@@ -124,10 +130,56 @@ fn writer(addr: String, round: u64, w: usize, seed: u64, ledger: Arc<Mutex<Ledge
                 });
             }
             None => {
-                ledger.lock().unwrap().cut += 1;
+                let mut l = ledger.lock().unwrap();
+                l.cut += 1;
+                l.cut_in_patches += u64::from(big && config_ok && !ok);
                 return;
             }
         }
+    }
+}
+
+/// Push `blob` in one request: false if the crash cut it.
+fn push_monolithic(c: &Client, repo: &str, blob: &[u8]) -> bool {
+    let path = format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(blob));
+    match c.try_call("POST", &path, &[], Some(blob)) {
+        Ok(r) => {
+            r.expect(201, None);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Push `blob` in 4 MiB PATCHes, then a PUT naming its digest: false if
+/// the crash cut a request.
+fn push_in_patches(c: &Client, repo: &str, blob: &[u8]) -> bool {
+    let Ok(started) = c.try_call("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], None) else {
+        return false;
+    };
+    started.expect(202, None);
+    let mut location = started.header("location").expect("a Location").to_string();
+    for (n, chunk) in blob.chunks(4 << 20).enumerate() {
+        let from = n * (4 << 20);
+        let range = format!("{from}-{}", from + chunk.len() - 1);
+        let headers = [
+            ("content-type", "application/octet-stream"),
+            ("content-range", range.as_str()),
+        ];
+        let Ok(r) = c.try_call("PATCH", &location, &headers, Some(chunk)) else {
+            return false;
+        };
+        r.expect(202, None);
+        location = r.header("location").expect("a Location").to_string();
+    }
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let done = format!("{location}{sep}digest={}", sha256(blob));
+    match c.try_call("PUT", &done, &[], None) {
+        Ok(r) => {
+            r.expect(201, None);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -167,6 +219,13 @@ fn kill_9_again_and_again_loses_nothing_acknowledged() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (mut server_kills, mut gc_kills, mut gc_passes, mut checks) = (0, 0, 0, 0usize);
     let started = Instant::now();
+    // How long each round's load runs before the crash (ms). A bucket
+    // takes about a second for a layer pushed in PATCHes: longer rounds
+    // there, so that some finish.
+    let (load, store) = match S3Target::from_env() {
+        Some(_) => (300..2000, "store in a bucket"),
+        None => (100..1000, "store on a file system"),
+    };
     for round in 0..ROUNDS {
         let mut s = Server::start_at(&root, Opts::default());
         checks += check(&s, &ledger.lock().unwrap());
@@ -199,7 +258,7 @@ fn kill_9_again_and_again_loses_nothing_acknowledged() {
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(rng.gen_range(100..1000)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(load.clone())));
         s.kill9();
         server_kills += 1;
         for w in writers {
@@ -227,11 +286,17 @@ fn kill_9_again_and_again_loses_nothing_acknowledged() {
         l.acked.len()
     );
     assert!(l.cut >= ROUNDS, "the crashes cut only {} requests", l.cut);
+    let big = l
+        .acked
+        .iter()
+        .filter(|a| a.blobs[1].len() > 1 << 20)
+        .count();
     eprintln!(
-        "crash loop (seed {seed}): {server_kills} server kills, {gc_kills} collector kills, {gc_passes} collections finished beside the load; {} pushes and {} deletes sent, {} cut by a crash; {} images and {} deletes acknowledged and intact; {checks} image checks and {} verify runs passed; {:.1} s",
+        "crash loop (seed {seed}, {store}): {server_kills} server kills, {gc_kills} collector kills, {gc_passes} collections finished beside the load; {} pushes and {} deletes sent, {} cut by a crash ({} in a layer's PATCHes); {} images ({big} with a layer pushed in PATCHes) and {} deletes acknowledged and intact; {checks} image checks and {} verify runs passed; {:.1} s",
         l.pushes_sent,
         l.deletes_sent,
         l.cut,
+        l.cut_in_patches,
         l.acked.len(),
         l.deleted.len(),
         ROUNDS + 2,
