@@ -18,6 +18,10 @@
 #
 #   usage: scripts/soak.sh [MINUTES=10] [BIN_DIR=target/release]
 #
+# SOAK_STORE=s3 keeps the soaked registry's store in a SeaweedFS bucket
+# that the script starts (scripts/seaweedfs.sh) and stops; the second
+# registry, the replication target, stays on a file system.
+#
 # Only 127.0.0.1 is used; every process is stopped by PID; every command is
 # bounded by `timeout`. Data goes under $BENCH_DIR (default /var/tmp).
 set -uo pipefail
@@ -28,12 +32,15 @@ for b in "$REG" "$GC" "$REPL" "$BENCH"; do [ -x "$b" ] || { echo "usage: $0 [MIN
 for c in curl jq sha256sum awk timeout; do command -v "$c" >/dev/null || { echo "$c is missing" >&2; exit 2; }; done
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
+STORE=${SOAK_STORE:-filesystem}
+case "$STORE" in filesystem | s3) ;; *) echo "SOAK_STORE=$STORE: use filesystem or s3" >&2; exit 2 ;; esac
 bench_workdir soak
 LOOPS=()
 cleanup() {
 	local p
 	for p in "${LOOPS[@]}"; do kill "$p" 2>/dev/null || true; done
 	[ -f "$DIR/a.pid" ] && kill -9 "$(cat "$DIR/a.pid")" 2>/dev/null
+	[ "$STORE" = s3 ] && seaweedfs_stop "$DIR/s3" >/dev/null 2>&1
 	bench_cleanup
 }
 trap cleanup EXIT
@@ -43,6 +50,16 @@ PB=$(free_port $((PA + 1)))
 A=http://127.0.0.1:$PA
 mkdir -p "$DIR/a" "$DIR/b"
 server_config "$DIR/a/config.yml" "$DIR/a/data" "$PA"
+if [ "$STORE" = s3 ]; then
+	# shellcheck source=scripts/seaweedfs.sh
+	. "$(dirname "$0")/seaweedfs.sh"
+	seaweedfs_start "$DIR/s3" >/dev/null || { echo "soak: SeaweedFS did not start" >&2; exit 1; }
+	# The same config, with the bucket in place of the directory.
+	driver=$(seaweedfs_s3_driver "/soak-$(basename "$DIR")")
+	awk -v driver="$driver" '/^  filesystem:/ {print driver; skip = 1; next}
+		skip && /^    / {next} {skip = 0; print}' "$DIR/a/config.yml" >"$DIR/a/config.s3" &&
+		mv "$DIR/a/config.s3" "$DIR/a/config.yml"
+fi
 start_server b "$REG" "$PB"
 start_a() { # the registry under soak, on the same store each time
 	"$REG" serve "$DIR/a/config.yml" >>"$DIR/a/log" 2>&1 &
@@ -167,7 +184,8 @@ while read -r tag md c l; do
 		[ "$got" = "$md" ] || { echo "LOST: $base soak/ledger:$tag manifest is $got, not $md" >&2; lost=$((lost + 1)); continue; }
 		for d in "$c" "$l"; do
 			rm -f "$DIR/blob"
-			curl -fs -o "$DIR/blob" "$base/v2/soak/ledger/blobs/sha256:$d"
+			# -L: a registry on object storage sends blob reads to signed URLs.
+			curl -fsL -o "$DIR/blob" "$base/v2/soak/ledger/blobs/sha256:$d"
 			got=$(sha256sum "$DIR/blob" 2>/dev/null | cut -d' ' -f1)
 			[ "$got" = "$d" ] || { echo "LOST: $base soak/ledger:$tag blob sha256:$d" >&2; lost=$((lost + 1)); continue; }
 			bytes=$((bytes + $(stat -c %s "$DIR/blob")))
@@ -192,7 +210,7 @@ freed=$(jq -s '[.[].blobs_deleted] | add // 0' "$DIR/gc.json" 2>/dev/null || ech
 rpasses=$(grep -c . "$DIR/replicate.json" || true)
 retried=$(jq -s '[.[].requests_retried] | add // 0' "$DIR/replicate.json" 2>/dev/null || echo 0)
 echo
-echo "soak: $MINUTES min; $restarts restarts by kill -9; $passes collections ($freed blobs freed); $rpasses replication passes ($retried requests retried)"
+echo "soak: $MINUTES min, store on $STORE; $restarts restarts by kill -9; $passes collections ($freed blobs freed); $rpasses replication passes ($retried requests retried)"
 echo "load: $ops registry-bench operations, $berr errors (most cut by a restart)"
 echo "ledger: $acked images acknowledged; $checked image reads checked on both registries ($((bytes / 1048576)) MiB), $lost lost"
 echo "errors by kind:"

@@ -209,6 +209,11 @@ impl Conn {
         }
     }
 
+    /// The registry (or other origin) this connection goes to.
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
     async fn open(&self) -> anyhow::Result<SendRequest<Frames>> {
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,

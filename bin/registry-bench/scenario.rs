@@ -160,6 +160,9 @@ pub struct Fixture {
     static_image: Option<Image>,
     pull_blobs: Vec<Blob>,
     pull_images: Vec<(String, Image)>,
+    /// Kept-alive connections to where blob reads are redirected (a
+    /// registry on object storage hands out signed URLs), between pulls.
+    elsewhere: std::sync::Mutex<Vec<Conn>>,
 }
 
 impl Fixture {
@@ -190,6 +193,7 @@ impl Fixture {
             static_image: None,
             pull_blobs: vec![],
             pull_images: vec![],
+            elsewhere: std::sync::Mutex::new(vec![]),
         };
         let conn = &mut conns[0];
         match scenario {
@@ -352,16 +356,8 @@ impl Fixture {
             }
             Scenario::Pull1M | Scenario::Pull64M => {
                 let b = &self.pull_blobs[(i as usize + worker) % self.pull_blobs.len()];
-                let resp = conn
-                    .send(
-                        Method::GET,
-                        &format!("/v2/{repo}/pull/blobs/{}", b.digest),
-                        &[],
-                        Frames::empty(),
-                    )
-                    .await?;
-                let resp = expect(resp, StatusCode::OK, "blob GET").await?;
-                verify_body(resp, &b.digest, Some(b.size)).await
+                let path = format!("/v2/{repo}/pull/blobs/{}", b.digest);
+                self.pull_blob(conn, &path, &b.digest, Some(b.size)).await
             }
             Scenario::ImagePush => self.push_new_image(conn, worker, i).await,
             Scenario::ImagePull => self.pull_image(conn, worker, i).await,
@@ -373,6 +369,39 @@ impl Fixture {
                 }
             }
         }
+    }
+
+    /// GET a blob and check it, as a client does: a redirect (to a signed
+    /// URL of the registry's object store) is followed, on a connection
+    /// kept for the next pull. The bytes read.
+    async fn pull_blob(
+        &self,
+        conn: &mut Conn,
+        path: &str,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> anyhow::Result<u64> {
+        let resp = conn.send(Method::GET, path, &[], Frames::empty()).await?;
+        if !resp.status().is_redirection() {
+            let resp = expect(resp, StatusCode::OK, "blob GET").await?;
+            return verify_body(resp, digest, size).await;
+        }
+        let location = header(&resp, "location")
+            .context("blob GET: a redirect without a Location")?
+            .to_string();
+        read_text(resp).await?;
+        let (target, path) = conn.target().redirect(&location)?;
+        let kept = {
+            let mut pool = self.elsewhere.lock().expect("pool lock");
+            let at = pool.iter().position(|c| c.target().url() == target.url());
+            at.map(|i| pool.swap_remove(i))
+        };
+        let mut there = kept.unwrap_or_else(|| Conn::new(target));
+        let resp = there.send(Method::GET, &path, &[], Frames::empty()).await?;
+        let resp = expect(resp, StatusCode::OK, "redirected blob GET").await?;
+        let read = verify_body(resp, digest, size).await?;
+        self.elsewhere.lock().expect("pool lock").push(there);
+        Ok(read)
     }
 
     async fn push_new_image(&self, conn: &mut Conn, worker: usize, i: u64) -> anyhow::Result<u64> {
@@ -412,16 +441,10 @@ impl Fixture {
                 .unwrap_or("")
                 .parse()
                 .context("manifest names a bad digest")?;
-            let resp = conn
-                .send(
-                    Method::GET,
-                    &format!("/v2/{repo}/blobs/{digest}"),
-                    &[],
-                    Frames::empty(),
-                )
+            let path = format!("/v2/{repo}/blobs/{digest}");
+            total += self
+                .pull_blob(conn, &path, &digest, d["size"].as_u64())
                 .await?;
-            let resp = expect(resp, StatusCode::OK, "blob GET").await?;
-            total += verify_body(resp, &digest, d["size"].as_u64()).await?;
         }
         Ok(total)
     }

@@ -53,6 +53,41 @@ fn blob_downloads_go_to_presigned_urls_with_ranges() {
     assert_eq!(h.header("content-length"), Some("300000"));
 }
 
+/// `registry-bench` pulls from a registry that sends blob reads to signed
+/// URLs of its bucket, as a client does: it follows the redirects, checks
+/// what they lead to, and counts no error.
+#[test]
+fn registry_bench_follows_blob_redirects_into_the_bucket() {
+    S3Target::required();
+    let s = Server::start_with(Opts {
+        s3_redirects: true,
+        ..Opts::default()
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry-bench"))
+        .args(["run", &s.url(""), "-s", "pull-1m,image-pull", "-c", "2"])
+        .args(["-n", "24", "-d", "30s", "--warmup", "0s", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for sc in report["scenarios"].as_array().unwrap() {
+        assert_eq!(sc["ops"].as_u64(), Some(24), "{sc}");
+        assert_eq!(sc["errors"].as_u64(), Some(0), "{sc}");
+    }
+    // The pulls were redirected, not served by the node.
+    let metrics = String::from_utf8(Client::new(&s).get("/metrics").body).unwrap();
+    let redirected: u64 = metrics
+        .lines()
+        .filter(|l| l.contains(r#"route="blob",method="GET",status="307""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        redirected >= 24,
+        "{redirected} redirected blob GETs:\n{metrics}"
+    );
+}
+
 /// A config file for a server on `s3` with some keys changed.
 fn write_config(
     dir: &std::path::Path,
