@@ -411,6 +411,44 @@ pub async fn next_frame(body: &mut Incoming) -> Option<anyhow::Result<Frame<Byte
 #[error("{0}")]
 pub struct LoginRefused(pub String);
 
+/// A redirect without a `Location`: asking again would get the same.
+#[derive(Debug, thiserror::Error)]
+#[error("a redirect without Location")]
+pub struct RedirectWithoutLocation;
+
+/// Follow `resp` while it is a redirect (at most three), as a client does
+/// with a blob read that a registry on object storage sends to a signed
+/// URL: a GET with the same `headers` to where `Location` points (resolved
+/// against `from`), without `from`'s credentials on another origin.
+/// `elsewhere` is the connection used there: one given that goes to the
+/// same origin is used, any other replaced. The last answer, whose body
+/// arrives on `elsewhere` if a redirect was followed.
+pub async fn follow_redirects(
+    from: &Arc<Target>,
+    mut resp: Response<Incoming>,
+    headers: &[(&str, &str)],
+    elsewhere: &mut Option<Conn>,
+) -> anyhow::Result<Response<Incoming>> {
+    for _ in 0..3 {
+        if !resp.status().is_redirection() {
+            break;
+        }
+        let location = header(&resp, "location")
+            .ok_or(RedirectWithoutLocation)?
+            .to_string();
+        read_text(resp).await?;
+        let (target, path) = from.redirect(&location)?;
+        let conn = match elsewhere.take() {
+            Some(c) if c.target().url() == target.url() => elsewhere.insert(c),
+            _ => elsewhere.insert(Conn::new(target)),
+        };
+        resp = conn
+            .send(Method::GET, &path, headers, Frames::empty())
+            .await?;
+    }
+    Ok(resp)
+}
+
 /// What a token is good for, from a request path: the repository it
 /// names, `_catalog`, or `""` for the base endpoint.
 fn scope_key(path: &str) -> &str {

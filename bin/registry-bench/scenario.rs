@@ -11,7 +11,8 @@ use registry::oci::{media, Digest};
 
 use crate::content::{Blob, BlobMaker, Image};
 use registry::client::{
-    drain, expect, header, join_all, read_text, verified_bytes, verify_body, Conn, Frames,
+    drain, expect, follow_redirects, header, join_all, read_text, verified_bytes, verify_body,
+    Conn, Frames,
 };
 
 const MIB: usize = 1 << 20;
@@ -382,25 +383,13 @@ impl Fixture {
         size: Option<u64>,
     ) -> anyhow::Result<u64> {
         let resp = conn.send(Method::GET, path, &[], Frames::empty()).await?;
-        if !resp.status().is_redirection() {
-            let resp = expect(resp, StatusCode::OK, "blob GET").await?;
-            return verify_body(resp, digest, size).await;
-        }
-        let location = header(&resp, "location")
-            .context("blob GET: a redirect without a Location")?
-            .to_string();
-        read_text(resp).await?;
-        let (target, path) = conn.target().redirect(&location)?;
-        let kept = {
-            let mut pool = self.elsewhere.lock().expect("pool lock");
-            let at = pool.iter().position(|c| c.target().url() == target.url());
-            at.map(|i| pool.swap_remove(i))
-        };
-        let mut there = kept.unwrap_or_else(|| Conn::new(target));
-        let resp = there.send(Method::GET, &path, &[], Frames::empty()).await?;
-        let resp = expect(resp, StatusCode::OK, "redirected blob GET").await?;
+        let mut elsewhere = self.elsewhere.lock().expect("pool lock").pop();
+        let resp = follow_redirects(conn.target(), resp, &[], &mut elsewhere).await?;
+        let resp = expect(resp, StatusCode::OK, "blob GET").await?;
         let read = verify_body(resp, digest, size).await?;
-        self.elsewhere.lock().expect("pool lock").push(there);
+        if let Some(c) = elsewhere {
+            self.elsewhere.lock().expect("pool lock").push(c);
+        }
         Ok(read)
     }
 

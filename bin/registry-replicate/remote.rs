@@ -13,7 +13,9 @@ use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
-use registry::client::{collect, header, next_frame, read_text, Conn, Frames, Meter, Target};
+use registry::client::{
+    collect, follow_redirects, header, next_frame, read_text, Conn, Frames, Meter, Target,
+};
 use registry::oci::{media, Descriptor, Digest, Manifest, Reference};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -474,24 +476,11 @@ impl Remote {
         let range = format!("bytes={at}-");
         let headers: &[(&str, &str)] = if at > 0 { &[("range", &range)] } else { &[] };
         let mut c = self.conn().await;
-        let mut resp = c.send(Method::GET, path, headers, Frames::empty()).await?;
+        let resp = c.send(Method::GET, path, headers, Frames::empty()).await?;
         // Registries on object storage send blob reads elsewhere (a 307 to
         // a signed URL): follow, without our credentials.
         let mut elsewhere = None;
-        for _ in 0..3 {
-            if !resp.status().is_redirection() {
-                break;
-            }
-            let location = header(&resp, "location")
-                .ok_or_else(|| anyhow!(BadAnswer("a redirect without Location".into())))?
-                .to_string();
-            read_text(resp).await?;
-            let (target, path) = self.target.redirect(&location)?;
-            let conn = elsewhere.insert(Conn::new(target));
-            resp = conn
-                .send(Method::GET, &path, headers, Frames::empty())
-                .await?;
-        }
+        let resp = follow_redirects(&self.target, resp, headers, &mut elsewhere).await?;
         let skip = match resp.status() {
             // The whole blob, asked for or not.
             StatusCode::OK => at,

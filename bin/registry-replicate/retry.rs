@@ -55,6 +55,8 @@ impl std::error::Error for BadAnswer {}
 /// long the registry asked us to wait.
 pub fn transient(e: &anyhow::Error) -> Option<Option<Duration>> {
     if e.downcast_ref::<registry::client::LoginRefused>().is_some()
+        || e.downcast_ref::<registry::client::RedirectWithoutLocation>()
+            .is_some()
         || e.downcast_ref::<BadAnswer>().is_some()
     {
         return None;

@@ -76,16 +76,61 @@ fn registry_bench_follows_blob_redirects_into_the_bucket() {
         assert_eq!(sc["errors"].as_u64(), Some(0), "{sc}");
     }
     // The pulls were redirected, not served by the node.
-    let metrics = String::from_utf8(Client::new(&s).get("/metrics").body).unwrap();
-    let redirected: u64 = metrics
+    let redirected = redirected_blob_gets(&s);
+    assert!(redirected >= 24, "{redirected} redirected blob GETs");
+}
+
+/// How many blob GETs `s` answered with a redirect, from its `/metrics`.
+fn redirected_blob_gets(s: &Server) -> u64 {
+    let metrics = String::from_utf8(Client::new(s).get("/metrics").body).unwrap();
+    metrics
         .lines()
         .filter(|l| l.contains(r#"route="blob",method="GET",status="307""#))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(
-        redirected >= 24,
-        "{redirected} redirected blob GETs:\n{metrics}"
+        .sum()
+}
+
+/// `registry-replicate` copies from a registry whose blob reads go to
+/// signed URLs of its bucket: it follows them, and the copy is whole.
+#[test]
+fn registry_replicate_follows_blob_redirects_into_the_bucket() {
+    S3Target::required();
+    let a = Server::start_with(Opts {
+        s3_redirects: true,
+        ..Opts::default()
+    });
+    let b = Server::start();
+    let (ca, cb) = (Client::new(&a), Client::new(&b));
+    let (manifest, _) = ca.push_image("r/x", "v1", "redirected");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("replication.yml");
+    let yaml = format!(
+        "peers:\n  a:\n    url: http://{}\n  b:\n    url: http://{}\nrules:\n  - source: a\n    target: b\n",
+        a.addr, b.addr
     );
+    std::fs::write(&file, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry-replicate"))
+        .arg(&file)
+        .args(["--once", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    let copied = cb.get("/v2/r/x/manifests/v1");
+    copied.expect(200, None);
+    assert!(copied.body == manifest);
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+    for l in m["layers"].as_array().unwrap() {
+        blobs.push(l["digest"].as_str().unwrap().to_string());
+    }
+    for d in &blobs {
+        let got = cb.get(&format!("/v2/r/x/blobs/{d}"));
+        got.expect(200, None);
+        assert_eq!(sha256(&got.body), *d);
+    }
+    // The source sent every blob read to its bucket.
+    assert!(redirected_blob_gets(&a) >= blobs.len() as u64);
 }
 
 /// A config file for a server on `s3` with some keys changed.
