@@ -26,13 +26,19 @@ fn the_backend_suite_passes_on_a_real_bucket() {
     suite::run(&backend, std::path::Path::new(root.trim_start_matches('/')));
 }
 
-#[test]
-fn blob_downloads_go_to_presigned_urls_with_ranges() {
+/// A server on the bucket that answers blob reads with a redirect to a
+/// signed URL, as a real config does.
+fn redirecting_server() -> Server {
     S3Target::required();
-    let s = Server::start_with(Opts {
+    Server::start_with(Opts {
         s3_redirects: true,
         ..Opts::default()
-    });
+    })
+}
+
+#[test]
+fn blob_downloads_go_to_presigned_urls_with_ranges() {
+    let s = redirecting_server();
     let c = Client::new(&s);
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
     let d = c.push_blob("r/x", &data);
@@ -58,11 +64,7 @@ fn blob_downloads_go_to_presigned_urls_with_ranges() {
 /// what they lead to, and counts no error.
 #[test]
 fn registry_bench_follows_blob_redirects_into_the_bucket() {
-    S3Target::required();
-    let s = Server::start_with(Opts {
-        s3_redirects: true,
-        ..Opts::default()
-    });
+    let s = redirecting_server();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry-bench"))
         .args(["run", &s.url(""), "-s", "pull-1m,image-pull", "-c", "2"])
         .args(["-n", "24", "-d", "30s", "--warmup", "0s", "--json"])
@@ -94,11 +96,7 @@ fn redirected_blob_gets(s: &Server) -> u64 {
 /// signed URLs of its bucket: it follows them, and the copy is whole.
 #[test]
 fn registry_replicate_follows_blob_redirects_into_the_bucket() {
-    S3Target::required();
-    let a = Server::start_with(Opts {
-        s3_redirects: true,
-        ..Opts::default()
-    });
+    let a = redirecting_server();
     let b = Server::start();
     let (ca, cb) = (Client::new(&a), Client::new(&b));
     let (manifest, _) = ca.push_image("r/x", "v1", "redirected");
