@@ -294,6 +294,9 @@ async fn serve_connection<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let http = &app.config.http;
+    // hyper refuses a head larger than its buffer; past the head limit,
+    // only a larger buffer leaves the check to the handler.
+    let check_head = read_buffer > http.max_header_bytes;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_timeout)
@@ -311,7 +314,7 @@ async fn serve_connection<I>(
                     if let Some(files) = &files {
                         req.extensions_mut().insert(files.clone());
                     }
-                    handle(app.clone(), req, peer)
+                    handle(app.clone(), req, peer, check_head)
                 }
             }),
         );
@@ -366,10 +369,13 @@ async fn tls_handshake(
     }
 }
 
+/// One request. `check_head`: the connection reads in pieces larger than
+/// the head limit, so the limit is enforced here.
 async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    check_head: bool,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
@@ -393,7 +399,7 @@ async fn handle(
         .next_request
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("request", id, route = tracing::field::Empty);
-    let oversized = head_bytes(&req) > app.config.http.max_header_bytes;
+    let oversized = check_head && head_bytes(&req) > app.config.http.max_header_bytes;
     let (route, user, result) = match operator_endpoint(&app, req.uri().path(), Port::Api) {
         // A connection may read in pieces larger than the head limit (see
         // `READ_BUFFER`), so a head between the two is refused here, as
