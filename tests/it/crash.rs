@@ -96,11 +96,11 @@ fn writer(addr: String, round: u64, w: usize, seed: u64, ledger: Arc<Mutex<Ledge
         let mut layer = vec![0u8; len];
         rng.fill(&mut layer[..]);
         ledger.lock().unwrap().pushes_sent += 1;
-        let config_ok = push_monolithic(&c, &repo, &config);
+        let config_ok = c.try_push_blob(&repo, &config).is_ok();
         let ok = config_ok
             && match big {
                 true => push_in_patches(&c, &repo, &layer),
-                false => push_monolithic(&c, &repo, &layer),
+                false => c.try_push_blob(&repo, &layer).is_ok(),
             };
         let tag = format!("r{round}-{i}");
         let manifest = image_manifest(
@@ -136,18 +136,6 @@ fn writer(addr: String, round: u64, w: usize, seed: u64, ledger: Arc<Mutex<Ledge
                 return;
             }
         }
-    }
-}
-
-/// Push `blob` in one request: false if the crash cut it.
-fn push_monolithic(c: &Client, repo: &str, blob: &[u8]) -> bool {
-    let path = format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(blob));
-    match c.try_call("POST", &path, &[], Some(blob)) {
-        Ok(r) => {
-            r.expect(201, None);
-            true
-        }
-        Err(_) => false,
     }
 }
 

@@ -584,15 +584,22 @@ impl Client {
 
     /// Push a blob in one request; returns its digest.
     pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        self.try_push_blob(repo, data)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `push_blob`, or an error if no answer came whole (a server that
+    /// died); any answer but 201 fails the test.
+    pub fn try_push_blob(&self, repo: &str, data: &[u8]) -> Result<String, String> {
         let d = sha256(data);
-        self.call(
+        self.try_call(
             "POST",
             &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
             &[("content-type", "application/octet-stream")],
             Some(data),
-        )
+        )?
         .expect(201, None);
-        d
+        Ok(d)
     }
 
     /// Push a manifest; returns the response.
